@@ -1,0 +1,435 @@
+//! Authentication and authorization: credential -> format check -> hash -> cached
+//! lookup -> verdict (SPEC §2's table, in its order) -> `Identity` for the headers.
+//!
+//! The format check comes before any hashing or lookup so that garbage, typos and
+//! oversized values cost nothing and never reach the store.
+
+use crate::cache::{CachedKey, KeyCache, LookupError};
+use crate::config::{Config, RouteConfig, WorkspaceRule};
+use crate::key::{KeyFormat, KeyFormatError};
+use crate::store::{KeyState, KeyType, Lookup};
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
+use http::HeaderMap;
+use std::borrow::Cow;
+use std::sync::Arc;
+
+/// Every way a request can be refused by the auth step. Mapped to status and code in
+/// `error.rs` only.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("no API key was presented")]
+    MissingKey,
+    #[error("more than one credential was presented")]
+    MultipleKeys,
+    #[error("the API key is malformed: {0}")]
+    MalformedKey(#[source] KeyFormatError),
+    #[error("the API key is not known")]
+    UnknownKey,
+    #[error("the API key has been revoked")]
+    RevokedKey,
+    #[error("the API key is disabled")]
+    DisabledKey,
+    #[error("the API key has expired")]
+    ExpiredKey,
+    #[error("the owner of this personal key has been removed")]
+    OwnerRemoved,
+    #[error("the API key lacks a permission this route requires")]
+    InsufficientPermissions,
+    #[error("this route needs a workspace and the request names none")]
+    WorkspaceRequired,
+    #[error("the API key may not use this workspace")]
+    WorkspaceNotAllowed,
+    #[error("the key store is unavailable")]
+    StoreUnavailable(#[source] LookupError),
+}
+
+/// Identity header names under the configured prefix, built once.
+#[derive(Debug, Clone)]
+pub struct IdentityNames {
+    pub prefix: String,
+    pub key_id: HeaderName,
+    pub key_name: HeaderName,
+    pub org: HeaderName,
+    pub workspace: HeaderName,
+    pub key_type: HeaderName,
+    pub actor: HeaderName,
+    pub permissions: HeaderName,
+}
+
+impl IdentityNames {
+    /// `prefix` is validated by config (lower-case, header-name characters).
+    pub fn new(prefix: &str) -> Self {
+        let h = |suffix: &str| {
+            HeaderName::from_bytes(format!("{prefix}{suffix}").as_bytes())
+                .expect("config validated the identity prefix")
+        };
+        IdentityNames {
+            prefix: prefix.to_owned(),
+            key_id: h("key-id"),
+            key_name: h("key-name"),
+            org: h("org"),
+            workspace: h("workspace"),
+            key_type: h("key-type"),
+            actor: h("actor"),
+            permissions: h("permissions"),
+        }
+    }
+
+    /// Whether a client header falls under the prefix, in any case and with `_` read as
+    /// `-` (some servers and CGI-style frameworks fold `_` into `-`).
+    pub fn is_identity_header(&self, name: &HeaderName) -> bool {
+        let n = name.as_str().as_bytes();
+        let p = self.prefix.as_bytes();
+        n.len() >= p.len()
+            && n.iter().zip(p).all(|(&a, &b)| {
+                let a = if a == b'_' {
+                    b'-'
+                } else {
+                    a.to_ascii_lowercase()
+                };
+                a == b
+            })
+    }
+}
+
+/// Identity header values of one key, computed when it enters the cache.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub key_id: HeaderValue,
+    pub key_name: HeaderValue,
+    pub org: HeaderValue,
+    pub key_type: HeaderValue,
+    pub actor: HeaderValue,
+    pub permissions: HeaderValue,
+    /// The key's only workspace, sent when the route resolves none.
+    pub default_workspace: Option<HeaderValue>,
+    /// Effective permissions, sorted (the key's own, or its owner's for `inherit`).
+    pub permission_list: Vec<String>,
+}
+
+/// Header value for text the store holds. Names may be UTF-8 (sent as raw bytes, which
+/// HTTP allows as obs-text); control characters are refused at creation, so the
+/// fallback only guards against records written by other tools.
+fn value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s)
+        .or_else(|_| HeaderValue::from_bytes(s.as_bytes()))
+        .unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+impl Identity {
+    pub fn of(l: &Lookup) -> Self {
+        let k = &l.key;
+        let permission_list = if k.inherit {
+            l.owner
+                .as_ref()
+                .map(|u| u.permissions.clone())
+                .unwrap_or_default()
+        } else {
+            k.permissions.clone()
+        };
+        let actor = match k.key_type {
+            KeyType::Service => k.name.as_str(),
+            KeyType::Personal => k.owner.as_deref().unwrap_or(k.name.as_str()),
+        };
+        Identity {
+            key_id: value(&k.id),
+            key_name: value(&k.name),
+            org: value(&k.org),
+            key_type: HeaderValue::from_static(k.key_type.as_str()),
+            actor: value(actor),
+            permissions: value(&permission_list.join(",")),
+            default_workspace: match k.workspaces.as_slice() {
+                [w] if !k.is_org_key() => Some(value(w)),
+                _ => None,
+            },
+            permission_list,
+        }
+    }
+}
+
+/// Where credentials are read from (SPEC §2 step 1).
+#[derive(Debug, Clone)]
+pub struct CredentialSources {
+    pub header: Option<HeaderName>,
+    pub query_param: Option<String>,
+}
+
+/// Whether an Authorization value uses the Bearer scheme, and the key after it.
+/// `Some("")` for a bare `Bearer`. Another scheme is no key: `None`.
+fn bearer(v: &HeaderValue) -> Option<&[u8]> {
+    let b = v.as_bytes();
+    let b = b.trim_ascii_start();
+    if b.len() < 6 || !b[..6].eq_ignore_ascii_case(b"bearer") {
+        return None;
+    }
+    let rest = &b[6..];
+    if !rest.is_empty() && rest[0] != b' ' && rest[0] != b'\t' {
+        return None; // e.g. `Bearerx`
+    }
+    Some(rest.trim_ascii())
+}
+
+fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
+    if !s.contains(['%', '+']) {
+        return Some(Cow::Borrowed(s));
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = s.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok().map(Cow::Owned)
+}
+
+/// The one credential of a request, or why there is none usable. Bytes that are not
+/// UTF-8 become a value that fails the format check (malformed, never a panic).
+pub fn extract_credential<'a>(
+    headers: &'a HeaderMap,
+    query: Option<&'a str>,
+    sources: &CredentialSources,
+) -> Result<Cow<'a, str>, AuthError> {
+    let mut found: Option<Cow<'a, str>> = None;
+    let mut count = 0usize;
+    let mut take = |v: Cow<'a, str>| {
+        count += 1;
+        found = Some(v);
+    };
+    let mut auth_headers = 0;
+    for v in headers.get_all(AUTHORIZATION) {
+        auth_headers += 1;
+        if let Some(k) = bearer(v) {
+            take(String::from_utf8_lossy(k));
+        }
+    }
+    // Two Authorization headers are refused whatever their schemes: a gateway must never
+    // guess which one an upstream will read.
+    if auth_headers > 1 {
+        return Err(AuthError::MultipleKeys);
+    }
+    if let Some(name) = &sources.header {
+        for v in headers.get_all(name) {
+            take(String::from_utf8_lossy(v.as_bytes().trim_ascii()));
+        }
+    }
+    if let (Some(param), Some(q)) = (&sources.query_param, query) {
+        for pair in q.split('&') {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            if k == param {
+                // A value that cannot be decoded is kept raw: the format check refuses it.
+                take(percent_decode(v).unwrap_or(Cow::Borrowed(v)));
+            }
+        }
+    }
+    match count {
+        0 => Err(AuthError::MissingKey),
+        1 => found.ok_or(AuthError::MissingKey),
+        _ => Err(AuthError::MultipleKeys),
+    }
+}
+
+/// What the auth step hands to the proxy: the key and the workspace the route resolved.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub key: Arc<CachedKey>,
+    pub workspace: Option<HeaderValue>,
+}
+
+pub struct Authenticator {
+    format: KeyFormat,
+    cache: Arc<KeyCache>,
+    pub sources: CredentialSources,
+}
+
+impl Authenticator {
+    pub fn new(config: &Config, cache: Arc<KeyCache>) -> Self {
+        Authenticator {
+            format: KeyFormat::new(&config.keys.prefix),
+            cache,
+            sources: CredentialSources {
+                header: config.keys.header.clone(),
+                query_param: config.keys.query_param.clone(),
+            },
+        }
+    }
+
+    pub fn cache(&self) -> &Arc<KeyCache> {
+        &self.cache
+    }
+
+    /// The key behind a presented credential, if it may be used now.
+    pub async fn authenticate(
+        &self,
+        credential: &str,
+        now_ms: i64,
+    ) -> Result<Arc<CachedKey>, AuthError> {
+        let hash = self
+            .format
+            .check_and_hash(credential)
+            .map_err(AuthError::MalformedKey)?;
+        let key = self
+            .cache
+            .get(&hash)
+            .await
+            .map_err(AuthError::StoreUnavailable)?
+            .ok_or(AuthError::UnknownKey)?;
+        let record = &key.lookup.key;
+        match record.state {
+            KeyState::Revoked => return Err(AuthError::RevokedKey),
+            KeyState::Disabled => return Err(AuthError::DisabledKey),
+            KeyState::Active => {}
+        }
+        // Checked on every request, cache hits included: a cached key still expires.
+        if record.is_expired_at(now_ms) {
+            return Err(AuthError::ExpiredKey);
+        }
+        if record.key_type == KeyType::Personal
+            && key.lookup.owner.as_ref().is_some_and(|u| u.removed)
+        {
+            return Err(AuthError::OwnerRemoved);
+        }
+        key.touch(now_ms);
+        Ok(key)
+    }
+
+    /// Permissions, then workspace, as the SPEC orders them.
+    pub fn authorize(
+        &self,
+        key: Arc<CachedKey>,
+        route: &RouteConfig,
+        headers: &HeaderMap,
+        path: &str,
+    ) -> Result<Principal, AuthError> {
+        let have = &key.identity.permission_list;
+        if !route
+            .permissions
+            .iter()
+            .all(|p| have.binary_search(p).is_ok())
+        {
+            return Err(AuthError::InsufficientPermissions);
+        }
+        let workspace = match &route.workspace {
+            None => key.identity.default_workspace.clone(),
+            Some(rule) => {
+                let named: Option<&str> = match rule {
+                    WorkspaceRule::Header(h) => {
+                        let mut vals = headers.get_all(h).iter();
+                        match (vals.next(), vals.next()) {
+                            // Two workspace headers: refuse rather than guess.
+                            (Some(_), Some(_)) => return Err(AuthError::WorkspaceNotAllowed),
+                            (Some(v), None) => Some(
+                                v.to_str()
+                                    .map_err(|_| AuthError::WorkspaceNotAllowed)?
+                                    .trim(),
+                            ),
+                            _ => None,
+                        }
+                    }
+                    WorkspaceRule::PathSegment(n) => crate::route::path_segment(path, *n),
+                };
+                let ws = named
+                    .filter(|w| !w.is_empty())
+                    .ok_or(AuthError::WorkspaceRequired)?;
+                let rec = &key.lookup.key;
+                if !rec.is_org_key() && !rec.workspaces.iter().any(|w| w == ws) {
+                    return Err(AuthError::WorkspaceNotAllowed);
+                }
+                Some(HeaderValue::from_str(ws).map_err(|_| AuthError::WorkspaceNotAllowed)?)
+            }
+        };
+        Ok(Principal { key, workspace })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hv(s: &str) -> HeaderValue {
+        HeaderValue::from_str(s).expect("test header")
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        assert_eq!(bearer(&hv("Bearer abc")), Some(&b"abc"[..]));
+        assert_eq!(bearer(&hv("bearer abc")), Some(&b"abc"[..]));
+        assert_eq!(bearer(&hv("BEARER   abc  ")), Some(&b"abc"[..]));
+        assert_eq!(bearer(&hv("Bearer")), Some(&b""[..]));
+        assert_eq!(bearer(&hv("Basic abc")), None);
+        assert_eq!(bearer(&hv("Bearerabc")), None);
+    }
+
+    fn sources() -> CredentialSources {
+        CredentialSources {
+            header: Some(HeaderName::from_static("x-api-key")),
+            query_param: Some("api_key".into()),
+        }
+    }
+
+    #[test]
+    fn credentials() {
+        let s = sources();
+        let mut h = HeaderMap::new();
+        assert!(matches!(
+            extract_credential(&h, None, &s),
+            Err(AuthError::MissingKey)
+        ));
+        h.insert(AUTHORIZATION, hv("Basic dXNlcjpwdw=="));
+        assert!(matches!(
+            extract_credential(&h, None, &s),
+            Err(AuthError::MissingKey)
+        ));
+        h.insert(AUTHORIZATION, hv("Bearer k1"));
+        assert_eq!(extract_credential(&h, None, &s).ok().as_deref(), Some("k1"));
+        assert!(matches!(
+            extract_credential(&h, Some("api_key=k2"), &s),
+            Err(AuthError::MultipleKeys)
+        ));
+        h.append(AUTHORIZATION, hv("Bearer k1"));
+        assert!(matches!(
+            extract_credential(&h, None, &s),
+            Err(AuthError::MultipleKeys)
+        ));
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", hv(" k3 "));
+        assert_eq!(
+            extract_credential(&h, Some("a=b"), &s).ok().as_deref(),
+            Some("k3")
+        );
+        let h = HeaderMap::new();
+        assert_eq!(
+            extract_credential(&h, Some("a=b&api_key=k%34"), &s)
+                .ok()
+                .as_deref(),
+            Some("k4")
+        );
+        assert!(matches!(
+            extract_credential(&h, Some("api_key=a&api_key=b"), &s),
+            Err(AuthError::MultipleKeys)
+        ));
+    }
+
+    #[test]
+    fn identity_prefix_matching() {
+        let n = IdentityNames::new("x-keygate-");
+        assert!(n.is_identity_header(&HeaderName::from_static("x-keygate-org")));
+        assert!(n.is_identity_header(&HeaderName::from_static("x_keygate_org")));
+        assert!(n.is_identity_header(&HeaderName::from_static("x-keygate_actor")));
+        assert!(!n.is_identity_header(&HeaderName::from_static("x-keygat")));
+        assert!(!n.is_identity_header(&HeaderName::from_static("x-other")));
+    }
+}

@@ -1,0 +1,314 @@
+//! The key cache: moka in front of any `KeyStore`.
+//!
+//! - Positive answers are fresh for `cache.ttl`, unknown keys for `cache.negative_ttl`, so
+//!   a flood of unknown keys does not become a flood on the store.
+//! - Concurrent misses (or refreshes) of one key run one store lookup: moka's per-key
+//!   `and_try_compute_with` serializes them and the waiters find the fresh entry.
+//! - A positive entry is kept past its TTL, up to `cache.stale_if_error`, so that when the
+//!   store fails the last confirmed answer still serves (SPEC §4).
+//! - The change feed evicts keys the moment another process changes them; an epoch
+//!   counter keeps a lookup that raced an eviction from caching what it read before.
+//! - `last_used_at` is a relaxed atomic store on the hit path and flushed in batches.
+
+use crate::key::KeyHash;
+use crate::store::{KeyStore, Lookup, StoreError};
+use moka::future::Cache;
+use moka::ops::compute::{CompResult, Op};
+use moka::Expiry;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the auth step needs to decide a verdict, plus the precomputed identity header
+/// values, so a cache hit copies nothing but an `Arc`.
+#[derive(Debug)]
+pub struct CachedKey {
+    pub lookup: Lookup,
+    pub identity: crate::auth::Identity,
+    /// Last time this key admitted a request (unix ms), not yet necessarily flushed.
+    last_used: AtomicI64,
+    flushed: AtomicI64,
+}
+
+impl CachedKey {
+    /// Notes a use; a relaxed store at most once a second per key, no lock.
+    pub fn touch(&self, now_ms: i64) {
+        if now_ms - self.last_used.load(Ordering::Relaxed) >= 1_000 {
+            self.last_used.store(now_ms, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One cached answer: the key (or `None`: unknown) and when the store last said so.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub key: Option<Arc<CachedKey>>,
+    confirmed_at: Instant,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("key store unavailable: {0}")]
+pub struct LookupError(#[source] pub Arc<StoreError>);
+
+#[derive(Debug, Clone, Copy)]
+pub struct CacheSettings {
+    pub max_entries: u64,
+    pub ttl: Duration,
+    pub negative_ttl: Duration,
+    pub stale_if_error: Duration,
+}
+
+struct EntryExpiry(CacheSettings);
+
+impl EntryExpiry {
+    fn life(&self, v: &Entry) -> Duration {
+        match v.key {
+            // Kept past the TTL for stale_if_error; `get` treats it as stale after the TTL.
+            Some(_) => self.0.ttl.max(self.0.stale_if_error),
+            None => self.0.negative_ttl,
+        }
+    }
+}
+
+impl Expiry<KeyHash, Entry> for EntryExpiry {
+    fn expire_after_create(&self, _k: &KeyHash, v: &Entry, _at: Instant) -> Option<Duration> {
+        Some(self.life(v))
+    }
+
+    fn expire_after_update(
+        &self,
+        _k: &KeyHash,
+        v: &Entry,
+        _at: Instant,
+        _left: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(self.life(v))
+    }
+}
+
+/// Builds the cached form of a store answer (the auth module knows the header values).
+pub type Builder = dyn Fn(Lookup) -> CachedKey + Send + Sync;
+
+pub struct KeyCache {
+    cache: Cache<KeyHash, Entry>,
+    store: Arc<dyn KeyStore>,
+    settings: CacheSettings,
+    build: Box<Builder>,
+    /// Bumped by every eviction; a lookup that saw it change does not cache its answer.
+    epoch: AtomicU64,
+    lookups: AtomicU64,
+}
+
+impl KeyCache {
+    pub fn new(store: Arc<dyn KeyStore>, settings: CacheSettings, build: Box<Builder>) -> Self {
+        let cache = Cache::builder()
+            .max_capacity(settings.max_entries)
+            .expire_after(EntryExpiry(settings))
+            .build();
+        KeyCache {
+            cache,
+            store,
+            settings,
+            build,
+            epoch: AtomicU64::new(0),
+            lookups: AtomicU64::new(0),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn KeyStore> {
+        &self.store
+    }
+
+    fn is_fresh(&self, e: &Entry, now: Instant) -> bool {
+        let ttl = if e.key.is_some() {
+            self.settings.ttl
+        } else {
+            self.settings.negative_ttl
+        };
+        now.duration_since(e.confirmed_at) < ttl
+    }
+
+    /// The answer for a well-formed key's hash: cached when fresh, else from the store
+    /// (one lookup for all concurrent callers), else the stale answer while the store
+    /// fails and `stale_if_error` allows.
+    pub async fn get(&self, hash: &KeyHash) -> Result<Option<Arc<CachedKey>>, LookupError> {
+        let now = Instant::now();
+        if let Some(e) = self.cache.get(hash).await {
+            if self.is_fresh(&e, now) {
+                return Ok(e.key);
+            }
+        }
+        self.refresh(*hash).await
+    }
+
+    async fn refresh(&self, hash: KeyHash) -> Result<Option<Arc<CachedKey>>, LookupError> {
+        let mut fetched: Option<Entry> = None;
+        let result = self
+            .cache
+            .entry(hash)
+            .and_try_compute_with(|current| {
+                let fetched = &mut fetched;
+                async move {
+                    let now = Instant::now();
+                    let current = current.map(|c| c.into_value());
+                    if let Some(c) = &current {
+                        if self.is_fresh(c, now) {
+                            // Another caller refreshed it while we waited.
+                            return Ok(Op::Nop);
+                        }
+                    }
+                    let epoch = self.epoch.load(Ordering::Acquire);
+                    self.lookups.fetch_add(1, Ordering::Relaxed);
+                    match self.store.lookup(&hash).await {
+                        Ok(found) => {
+                            let prev = current.as_ref().and_then(|c| c.key.clone());
+                            let key = found.map(|l| {
+                                let k = (self.build)(l);
+                                if let Some(p) = prev {
+                                    // Keep the unflushed use across the refresh.
+                                    k.last_used.store(p.last_used.load(Ordering::Relaxed), Ordering::Relaxed);
+                                    k.flushed.store(p.flushed.load(Ordering::Relaxed), Ordering::Relaxed);
+                                }
+                                Arc::new(k)
+                            });
+                            let entry = Entry { key, confirmed_at: now };
+                            if self.epoch.load(Ordering::Acquire) != epoch {
+                                // Evicted while we read: answer this caller, cache nothing.
+                                *fetched = Some(entry);
+                                return Ok(Op::Remove);
+                            }
+                            Ok(Op::Put(entry))
+                        }
+                        Err(err) => match current {
+                            Some(c) if c.key.is_some() && now.duration_since(c.confirmed_at) < self.settings.stale_if_error => {
+                                tracing::warn!(error = %err, "key store lookup failed; serving the cached answer (stale_if_error)");
+                                Ok(Op::Nop)
+                            }
+                            _ => Err(LookupError(Arc::new(err))),
+                        },
+                    }
+                }
+            })
+            .await?;
+        if let Some(e) = fetched {
+            return Ok(e.key);
+        }
+        Ok(match result {
+            CompResult::Inserted(e) | CompResult::ReplacedWith(e) | CompResult::Unchanged(e) => {
+                e.into_value().key
+            }
+            CompResult::Removed(_) | CompResult::StillNone(_) => None,
+        })
+    }
+
+    /// Drops one key's answer (change feed).
+    pub async fn evict(&self, hash: &KeyHash) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.cache.invalidate(hash).await;
+    }
+
+    /// Drops every answer (a gap in the change feed).
+    pub fn evict_all(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.cache.invalidate_all();
+    }
+
+    /// Store lookups made so far (for tests and load reports).
+    pub fn lookups(&self) -> u64 {
+        self.lookups.load(Ordering::Relaxed)
+    }
+
+    pub fn entry_count(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
+    /// Takes the uses not yet written: `(key id, last used)` for one batch write.
+    pub fn take_last_used(&self) -> Vec<(String, i64)> {
+        let mut out = Vec::new();
+        for (_, e) in self.cache.iter() {
+            if let Some(k) = &e.key {
+                let used = k.last_used.load(Ordering::Relaxed);
+                if used > k.flushed.load(Ordering::Relaxed) {
+                    k.flushed.store(used, Ordering::Relaxed);
+                    out.push((k.lookup.key.id.clone(), used));
+                }
+            }
+        }
+        out
+    }
+
+    /// Follows the store's change feed forever, evicting what changed. Polls at `every`;
+    /// on a store error it keeps its cursor and tries again (answers keep their TTL).
+    pub async fn follow_changes(self: Arc<Self>, every: Duration) {
+        let mut cursor = loop {
+            match self.store.change_cursor().await {
+                Ok(c) => break c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the change feed position; retrying");
+                    tokio::time::sleep(every).await;
+                }
+            }
+        };
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match self.store.changes_since(cursor).await {
+                Ok(batch) => {
+                    if batch.evict_all {
+                        tracing::info!("change feed has a gap; emptying the key cache");
+                        self.evict_all();
+                    }
+                    for h in &batch.evict {
+                        self.evict(h).await;
+                    }
+                    cursor = batch.cursor;
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read the change feed"),
+            }
+        }
+    }
+
+    /// Writes `last_used_at` in one batch every `every`, never per request.
+    pub async fn flush_last_used(self: Arc<Self>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.flush_once().await;
+        }
+    }
+
+    pub async fn flush_once(&self) {
+        let batch = self.take_last_used();
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.record_last_used(&batch).await {
+            tracing::warn!(error = %e, keys = batch.len(), "cannot record last_used_at; will retry");
+            // Mark them unflushed so the next round retries them.
+            let failed: std::collections::HashSet<&str> =
+                batch.iter().map(|(id, _)| id.as_str()).collect();
+            for (_, e) in self.cache.iter() {
+                if let Some(k) = e
+                    .key
+                    .as_ref()
+                    .filter(|k| failed.contains(k.lookup.key.id.as_str()))
+                {
+                    k.flushed.store(0, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+impl CachedKey {
+    pub fn new(lookup: Lookup, identity: crate::auth::Identity) -> Self {
+        CachedKey {
+            lookup,
+            identity,
+            last_used: AtomicI64::new(0),
+            flushed: AtomicI64::new(0),
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! The command line of SPEC §5: clap definitions and what each command does. Lifecycle
+//! rules live in `service`; this file parses, calls and prints.
+
+use crate::config::{parse_duration, Config};
+use crate::service::view::{parse_rfc3339, rfc3339, AuditView, KeyView};
+use crate::service::{Expiry, KeyService, NewKey, ServiceError};
+use crate::store::{now_ms, AuditQuery, KeyFilter, KeyRecord, KeyType};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Actor name of changes made from the command line (audit log).
+pub const CLI_ACTOR: &str = "cli";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "keygate",
+    version,
+    about = "An API gateway that enforces API keys"
+)]
+pub struct Cli {
+    /// Config file.
+    #[arg(
+        long,
+        global = true,
+        env = "KEYGATE_CONFIG",
+        default_value = "config/keygate.yaml"
+    )]
+    pub config: PathBuf,
+    /// Print one JSON document on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Serve,
+    /// Validate the config and exit (0: valid, 1: not, with every error named).
+    CheckConfig,
+    /// Try keygate in one command: a built-in echo upstream, a demo key, curl lines.
+    Demo(DemoArgs),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Remove, restore and give roles to the users that own personal keys.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Show the audit log, newest first.
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where the demo gateway listens.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Where the demo keeps its config and key store.
+    #[arg(long, default_value = "data/demo")]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; its secret is printed once and never again.
+    Create(CreateArgs),
+    /// List keys (never secrets).
+    List(ListArgs),
+    /// Show one key.
+    Show { id: String },
+    /// Rename a key.
+    Rename { id: String, name: String },
+    /// Revoke a key for good.
+    Revoke { id: String },
+    /// Disable a key (reversible with `enable`).
+    Disable { id: String },
+    /// Enable a disabled key.
+    Enable { id: String },
+    /// Replace a key by a new one with the same attributes; the old one ends after the grace.
+    Rotate {
+        id: String,
+        /// How long the old key keeps working (`0s`: not at all).
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        grace: Duration,
+    },
+    /// Delete a key; it is gone for good.
+    Delete { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    #[arg(long)]
+    pub org: String,
+    /// The key's workspace (omit for an org key that may use every workspace).
+    #[arg(long = "workspace")]
+    pub workspaces: Vec<String>,
+    #[arg(long)]
+    pub name: Option<String>,
+    /// `service` (default) or `personal`.
+    #[arg(long = "type", value_parser = parse_key_type)]
+    pub key_type: Option<KeyType>,
+    /// The user a personal key acts for.
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Roles from the config; their permissions are fixed now.
+    #[arg(long = "role", required_unless_present = "inherit")]
+    pub roles: Vec<String>,
+    /// Follow the owner's roles (personal keys).
+    #[arg(long, conflicts_with = "roles")]
+    pub inherit: bool,
+    #[arg(long, value_parser = parse_duration, conflicts_with = "expires_at")]
+    pub expires_in: Option<Duration>,
+    /// RFC 3339 time, e.g. 2027-01-01T00:00:00Z.
+    #[arg(long)]
+    pub expires_at: Option<String>,
+    /// Metadata, `K=V`, repeatable.
+    #[arg(long = "meta", value_parser = parse_meta)]
+    pub meta: Vec<(String, String)>,
+    /// e.g. `100/s` (recorded; enforced by a later version).
+    #[arg(long)]
+    pub rate_limit: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[arg(long)]
+    pub org: Option<String>,
+    #[arg(long)]
+    pub workspace: Option<String>,
+    /// Only keys not used for this long (never-used keys count from creation).
+    #[arg(long, value_parser = parse_duration)]
+    pub unused_for: Option<Duration>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// The user's personal keys stop working (401 owner_removed).
+    Remove {
+        #[arg(long)]
+        org: String,
+        user: String,
+    },
+    /// The user's personal keys work again.
+    Restore {
+        #[arg(long)]
+        org: String,
+        user: String,
+    },
+    /// Record the user's roles (followed by their `--inherit` keys).
+    SetRoles {
+        #[arg(long)]
+        org: String,
+        user: String,
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Events per page.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// Next page: events older than this event id.
+    #[arg(long)]
+    pub before: Option<i64>,
+}
+
+fn parse_key_type(s: &str) -> Result<KeyType, String> {
+    match s {
+        "service" => Ok(KeyType::Service),
+        "personal" => Ok(KeyType::Personal),
+        _ => Err(format!("`{s}` is not `service` or `personal`")),
+    }
+}
+
+fn parse_meta(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("`{s}` is not K=V"))
+}
+
+/// What a command printed: a JSON document and its human rendering.
+pub struct Output {
+    pub json: serde_json::Value,
+    pub text: String,
+}
+
+fn key_json(k: &KeyRecord) -> serde_json::Value {
+    serde_json::to_value(KeyView::new(k, now_ms())).unwrap_or_default()
+}
+
+fn key_text(k: &KeyRecord) -> String {
+    let now = now_ms();
+    let v = KeyView::new(k, now);
+    let mut s = format!(
+        "{}  {}\n  org: {}  workspaces: {}  type: {}{}\n  roles: {}{}  permissions: {}\n  status: {}  created: {} by {}  last used: {}  expires: {}",
+        v.id,
+        v.name,
+        v.org,
+        v.workspaces.join(","),
+        v.key_type,
+        v.owner.map(|o| format!("  owner: {o}")).unwrap_or_default(),
+        v.roles.join(","),
+        if v.inherit { "(inherits owner's)" } else { "" },
+        v.permissions.join(","),
+        v.status,
+        v.created_at,
+        v.created_by,
+        v.last_used_at.as_deref().unwrap_or("never"),
+        v.expires_at.as_deref().unwrap_or("never"),
+    );
+    if !v.metadata.is_empty() {
+        let m: Vec<String> = v.metadata.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        s.push_str(&format!("\n  metadata: {}", m.join(" ")));
+    }
+    if let Some(r) = v.rotated_to {
+        s.push_str(&format!("\n  rotated to: {r}"));
+    }
+    s
+}
+
+const SHOWN_ONCE: &str = "This secret is shown once and cannot be shown again. Store it now.";
+
+/// Runs a key, user or audit command against the configured store.
+pub async fn run_management(cmd: Command, config: &Config) -> Result<Output, ServiceError> {
+    let store = crate::store::open(&config.store).await?;
+    let svc = KeyService::new(
+        store,
+        config.roles.clone(),
+        crate::key::KeyFormat::new(&config.keys.prefix),
+    );
+    run_with(&svc, cmd).await
+}
+
+pub async fn run_with(svc: &KeyService, cmd: Command) -> Result<Output, ServiceError> {
+    let a = CLI_ACTOR;
+    match cmd {
+        Command::Keys(k) => match k {
+            KeysCommand::Create(c) => {
+                let expires = match (c.expires_in, c.expires_at) {
+                    (Some(d), _) => Some(Expiry::In(d)),
+                    (None, Some(t)) => Some(Expiry::At(parse_rfc3339(&t).ok_or_else(|| {
+                        ServiceError::Invalid {
+                            field: "expires_at",
+                            message: format!(
+                                "`{t}` is not an RFC 3339 time like 2027-01-01T00:00:00Z"
+                            ),
+                        }
+                    })?)),
+                    (None, None) => None,
+                };
+                let req = NewKey {
+                    org: c.org,
+                    workspaces: c.workspaces,
+                    name: c.name,
+                    key_type: c.key_type,
+                    owner: c.owner,
+                    roles: c.roles,
+                    inherit: c.inherit,
+                    expires,
+                    metadata: c.meta.into_iter().collect::<BTreeMap<_, _>>(),
+                    rate_limit: c.rate_limit,
+                };
+                let (rec, secret) = svc.create(req, a).await?;
+                let mut j = key_json(&rec);
+                j["key"] = json!(secret.expose());
+                j["notice"] = json!(SHOWN_ONCE);
+                let text = format!(
+                    "{}\n\n  key: {}\n\n{SHOWN_ONCE}",
+                    key_text(&rec),
+                    secret.expose()
+                );
+                Ok(Output { json: j, text })
+            }
+            KeysCommand::List(l) => {
+                let filter = KeyFilter {
+                    org: l.org,
+                    workspace: l.workspace,
+                };
+                let keys = svc.list(&filter, l.unused_for).await?;
+                let text = if keys.is_empty() {
+                    "no keys".to_owned()
+                } else {
+                    keys.iter().map(key_text).collect::<Vec<_>>().join("\n")
+                };
+                Ok(Output {
+                    json: json!({ "keys": keys.iter().map(key_json).collect::<Vec<_>>() }),
+                    text,
+                })
+            }
+            KeysCommand::Show { id } => one(svc.show(&id).await?),
+            KeysCommand::Rename { id, name } => one(svc.rename(&id, &name, a).await?),
+            KeysCommand::Revoke { id } => one(svc.revoke(&id, a).await?),
+            KeysCommand::Disable { id } => one(svc.disable(&id, a).await?),
+            KeysCommand::Enable { id } => one(svc.enable(&id, a).await?),
+            KeysCommand::Rotate { id, grace } => {
+                let (old, new, secret) = svc.rotate(&id, grace, a).await?;
+                let mut j = key_json(&new);
+                j["key"] = json!(secret.expose());
+                j["notice"] = json!(SHOWN_ONCE);
+                j["rotated_from"] = key_json(&old);
+                let text = format!(
+                    "{}\n\n  key: {}\n\n{SHOWN_ONCE}\nThe old key {} ends at {}.",
+                    key_text(&new),
+                    secret.expose(),
+                    old.id,
+                    old.expires_at.map(rfc3339).unwrap_or_default()
+                );
+                Ok(Output { json: j, text })
+            }
+            KeysCommand::Delete { id } => {
+                svc.delete(&id, a).await?;
+                Ok(Output {
+                    json: json!({ "deleted": id }),
+                    text: format!("deleted {id}"),
+                })
+            }
+        },
+        Command::Users(u) => {
+            let user = match u {
+                UsersCommand::Remove { org, user } => svc.remove_user(&org, &user, a).await?,
+                UsersCommand::Restore { org, user } => svc.restore_user(&org, &user, a).await?,
+                UsersCommand::SetRoles { org, user, roles } => {
+                    svc.set_user_roles(&org, &user, &roles, a).await?
+                }
+            };
+            Ok(Output {
+                json: json!({ "org": user.org, "user": user.user, "removed": user.removed, "roles": user.roles, "permissions": user.permissions }),
+                text: format!(
+                    "user {} of org {}: {}; roles: {}",
+                    user.user,
+                    user.org,
+                    if user.removed { "removed" } else { "active" },
+                    if user.roles.is_empty() {
+                        "(none recorded)".to_owned()
+                    } else {
+                        user.roles.join(",")
+                    }
+                ),
+            })
+        }
+        Command::Audit(q) => {
+            let events = svc
+                .audit(&AuditQuery {
+                    key_id: q.key,
+                    before: q.before,
+                    limit: q.limit.clamp(1, 1000),
+                })
+                .await?;
+            let views: Vec<AuditView> = events.iter().map(AuditView::new).collect();
+            let text = if views.is_empty() {
+                "no events".to_owned()
+            } else {
+                views
+                    .iter()
+                    .map(|e| {
+                        format!(
+                            "{:>6}  {}  {:<14} {:<24} by {}  {}",
+                            e.id,
+                            e.at,
+                            e.action,
+                            e.key_id.unwrap_or("-"),
+                            e.actor,
+                            e.details
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            let next = events.last().map(|e| e.id);
+            Ok(Output {
+                json: json!({ "events": views, "next_before": next }),
+                text,
+            })
+        }
+        Command::Serve | Command::CheckConfig | Command::Demo(_) => Err(ServiceError::Invalid {
+            field: "command",
+            message: "not a management command".into(),
+        }),
+    }
+}
+
+fn one(k: KeyRecord) -> Result<Output, ServiceError> {
+    Ok(Output {
+        json: key_json(&k),
+        text: key_text(&k),
+    })
+}

@@ -1,0 +1,693 @@
+//! Configuration: YAML (SPEC §3) -> `${VAR}` substitution -> raw serde structs that refuse
+//! unknown fields -> one validation pass that gathers every error, each naming its field.
+
+mod duration;
+pub mod raw;
+
+pub use duration::{format_duration, parse_duration, DurationError};
+
+use http::header::HeaderName;
+use http::Method;
+use raw::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Everything wrong with a config file, each line naming the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config is not valid YAML: {0}")]
+    Yaml(#[source] serde_yaml::Error),
+    #[error("config field `{path}`: {message}")]
+    Field { path: String, message: String },
+    #[error("invalid config:\n  {}", .0.join("\n  "))]
+    Invalid(Vec<String>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub tls: Option<TlsConfig>,
+    pub admin: AdminConfig,
+    pub store: StoreConfig,
+    pub cache: CacheConfig,
+    pub keys: KeysConfig,
+    pub identity: IdentityConfig,
+    /// Role -> permissions, sorted.
+    pub roles: BTreeMap<String, BTreeSet<String>>,
+    pub upstreams: Vec<UpstreamConfig>,
+    pub routes: Vec<RouteConfig>,
+    pub server: ServerConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub tokens: Vec<AdminToken>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminToken {
+    pub name: String,
+    pub sha256: [u8; 32],
+    pub orgs: Option<Vec<String>>,
+    pub workspaces: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    Embedded {
+        path: PathBuf,
+        poll_interval: Duration,
+    },
+    Redis {
+        urls: Vec<String>,
+        cluster: bool,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    pub max_entries: u64,
+    pub ttl: Duration,
+    pub negative_ttl: Duration,
+    pub stale_if_error: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeysConfig {
+    pub prefix: String,
+    pub header: Option<HeaderName>,
+    pub query_param: Option<String>,
+    pub forward_credential: bool,
+    pub last_used_flush: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    /// Lower-case, e.g. `x-keygate-`.
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub name: String,
+    /// `scheme://authority`, no path.
+    pub targets: Vec<http::Uri>,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkspaceRule {
+    Header(HeaderName),
+    /// 1-based segment of the normalized path.
+    PathSegment(usize),
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Normalized prefix without trailing slash (`/` for the root).
+    pub path: String,
+    /// Lower-case host without port.
+    pub host: Option<String>,
+    pub methods: Option<Vec<Method>>,
+    /// Index into `Config::upstreams`.
+    pub upstream: usize,
+    /// Sorted, deduplicated.
+    pub permissions: Vec<String>,
+    pub workspace: Option<WorkspaceRule>,
+    pub auth: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub workers: Option<usize>,
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+impl Config {
+    /// Reads, substitutes, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_yaml(&text, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses YAML text; `env` resolves `${VAR}` (a function so tests need no process env).
+    pub fn from_yaml(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut value: serde_yaml::Value = serde_yaml::from_str(text).map_err(ConfigError::Yaml)?;
+        if value.is_null() {
+            value = serde_yaml::Value::Mapping(Default::default());
+        }
+        substitute_env(&mut value, "", env)?;
+        let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            ConfigError::Field {
+                path: if path == "." {
+                    "(top level)".into()
+                } else {
+                    path
+                },
+                message: e.into_inner().to_string(),
+            }
+        })?;
+        validate(raw)
+    }
+
+    /// The example config the README and `demo` use (embedded store, one upstream).
+    pub fn route_upstream(&self, route: &RouteConfig) -> &UpstreamConfig {
+        &self.upstreams[route.upstream]
+    }
+}
+
+/// Replaces `${VAR}` in every string of the document. Done on the parsed tree, not the
+/// text, so a `${VAR}` in a comment is never required and a value cannot inject YAML.
+fn substitute_env(
+    v: &mut serde_yaml::Value,
+    path: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    use serde_yaml::Value;
+    match v {
+        Value::String(s) if s.contains("${") => {
+            let mut out = String::with_capacity(s.len());
+            let mut rest = s.as_str();
+            while let Some(start) = rest.find("${") {
+                out.push_str(&rest[..start]);
+                let after = &rest[start + 2..];
+                let end = after.find('}').ok_or_else(|| ConfigError::Field {
+                    path: path.to_owned(),
+                    message: "unterminated `${`".into(),
+                })?;
+                let name = &after[..end];
+                let val = env(name).ok_or_else(|| ConfigError::Field {
+                    path: path.to_owned(),
+                    message: format!("environment variable `{name}` is not set"),
+                })?;
+                out.push_str(&val);
+                rest = &after[end + 1..];
+            }
+            out.push_str(rest);
+            *s = out;
+        }
+        Value::Sequence(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                substitute_env(item, &format!("{path}[{i}]"), env)?;
+            }
+        }
+        Value::Mapping(map) => {
+            for (k, item) in map.iter_mut() {
+                let key = k.as_str().unwrap_or("?");
+                let p = if path.is_empty() {
+                    key.to_owned()
+                } else {
+                    format!("{path}.{key}")
+                };
+                substitute_env(item, &p, env)?;
+            }
+        }
+        Value::Tagged(t) => substitute_env(&mut t.value, path, env)?,
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Collects errors instead of stopping at the first: ops fix a file in one go.
+struct Errors(Vec<String>);
+
+impl Errors {
+    fn push(&mut self, field: impl AsRef<str>, msg: impl AsRef<str>) {
+        self.0.push(format!("{}: {}", field.as_ref(), msg.as_ref()));
+    }
+
+    fn duration(&mut self, field: &str, v: Option<&str>, default: &str) -> Duration {
+        match parse_duration(v.unwrap_or(default)) {
+            Ok(d) => d,
+            Err(e) => {
+                self.push(field, e.to_string());
+                Duration::ZERO
+            }
+        }
+    }
+
+    fn addr(&mut self, field: &str, v: Option<&str>, default: &str) -> SocketAddr {
+        let s = v.unwrap_or(default);
+        s.parse().unwrap_or_else(|_| {
+            self.push(
+                field,
+                format!("`{s}` is not an address like 127.0.0.1:8080"),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        })
+    }
+
+    fn header_name(&mut self, field: &str, s: &str) -> Option<HeaderName> {
+        match HeaderName::from_bytes(s.as_bytes()) {
+            Ok(h) => Some(h),
+            Err(_) => {
+                self.push(field, format!("`{s}` is not a valid header name"));
+                None
+            }
+        }
+    }
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.:*".contains(&c))
+}
+
+fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    let mut e = Errors(Vec::new());
+
+    let listen = e.addr("listen", raw.listen.as_deref(), DEFAULT_LISTEN);
+    let tls = raw.tls.map(|t| TlsConfig {
+        cert: PathBuf::from(t.cert),
+        key: PathBuf::from(t.key),
+    });
+
+    let admin_listen = e.addr(
+        "admin.listen",
+        raw.admin.listen.as_deref(),
+        DEFAULT_ADMIN_LISTEN,
+    );
+    let mut tokens = Vec::new();
+    for (i, t) in raw.admin.tokens.into_iter().enumerate() {
+        let field = format!("admin.tokens[{i}]");
+        if t.name.trim().is_empty() {
+            e.push(format!("{field}.name"), "must not be empty");
+        }
+        match crate::key::KeyHash::from_hex(t.sha256.trim()) {
+            Some(h) => tokens.push(AdminToken {
+                name: t.name,
+                sha256: h.0,
+                orgs: t.orgs,
+                workspaces: t.workspaces,
+            }),
+            None => e.push(
+                format!("{field}.sha256"),
+                "must be 64 hex characters (sha256 of the token)",
+            ),
+        }
+    }
+
+    let poll_interval = e.duration(
+        "store.poll_interval",
+        raw.store.poll_interval.as_deref(),
+        DEFAULT_CHANGE_POLL,
+    );
+    let store = match raw.store.kind.as_deref().unwrap_or("embedded") {
+        "embedded" => {
+            if raw.store.url.is_some() || raw.store.cluster.is_some() {
+                e.push("store.url", "only for `kind: redis`");
+            }
+            StoreConfig::Embedded {
+                path: PathBuf::from(raw.store.path.as_deref().unwrap_or(DEFAULT_STORE_PATH)),
+                poll_interval,
+            }
+        }
+        "redis" => {
+            let (urls, cluster) = match (raw.store.url, raw.store.cluster) {
+                (Some(u), None) => (vec![u], false),
+                (None, Some(c)) if !c.is_empty() => (c, true),
+                _ => {
+                    e.push(
+                        "store",
+                        "`kind: redis` needs exactly one of `url` or a non-empty `cluster`",
+                    );
+                    (Vec::new(), false)
+                }
+            };
+            for u in &urls {
+                if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
+                    e.push(
+                        "store.url",
+                        format!("`{u}` must start with redis:// or rediss://"),
+                    );
+                }
+            }
+            StoreConfig::Redis { urls, cluster }
+        }
+        other => {
+            e.push(
+                "store.kind",
+                format!("`{other}` is not `embedded` or `redis`"),
+            );
+            StoreConfig::Embedded {
+                path: PathBuf::new(),
+                poll_interval,
+            }
+        }
+    };
+
+    let cache = CacheConfig {
+        max_entries: raw.cache.max_entries.unwrap_or(DEFAULT_CACHE_MAX_ENTRIES),
+        ttl: e.duration("cache.ttl", raw.cache.ttl.as_deref(), DEFAULT_CACHE_TTL),
+        negative_ttl: e.duration(
+            "cache.negative_ttl",
+            raw.cache.negative_ttl.as_deref(),
+            DEFAULT_NEGATIVE_TTL,
+        ),
+        stale_if_error: e.duration(
+            "cache.stale_if_error",
+            raw.cache.stale_if_error.as_deref(),
+            DEFAULT_STALE_IF_ERROR,
+        ),
+    };
+    if cache.max_entries == 0 {
+        e.push("cache.max_entries", "must be at least 1");
+    }
+
+    let prefix = raw
+        .keys
+        .prefix
+        .unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_owned());
+    if prefix.is_empty() || prefix.len() > 16 || !prefix.bytes().all(|c| c.is_ascii_alphanumeric())
+    {
+        e.push(
+            "keys.prefix",
+            format!("`{prefix}` must be 1-16 characters of [A-Za-z0-9]"),
+        );
+    }
+    let key_header = raw
+        .keys
+        .header
+        .as_deref()
+        .and_then(|h| e.header_name("keys.header", h));
+    if key_header.as_ref() == Some(&http::header::AUTHORIZATION) {
+        e.push(
+            "keys.header",
+            "Authorization is always read; name another header",
+        );
+    }
+    if let Some(q) = &raw.keys.query_param {
+        if q.is_empty()
+            || !q
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c))
+        {
+            e.push("keys.query_param", format!("`{q}` must be [A-Za-z0-9-_.]+"));
+        }
+    }
+    if raw.keys.recoverable == Some(true) {
+        e.push(
+            "keys.recoverable",
+            "recoverable keys are not supported by this version",
+        );
+    }
+    let keys = KeysConfig {
+        prefix,
+        header: key_header,
+        query_param: raw.keys.query_param,
+        forward_credential: raw.keys.forward_credential.unwrap_or(false),
+        last_used_flush: e.duration(
+            "keys.last_used_flush",
+            raw.keys.last_used_flush.as_deref(),
+            DEFAULT_LAST_USED_FLUSH,
+        ),
+    };
+
+    let id_prefix = raw
+        .identity_headers
+        .prefix
+        .unwrap_or_else(|| DEFAULT_IDENTITY_PREFIX.to_owned())
+        .to_ascii_lowercase()
+        .replace('_', "-");
+    if id_prefix.len() < 2
+        || HeaderName::from_bytes(format!("{id_prefix}key-id").as_bytes()).is_err()
+    {
+        e.push(
+            "identity_headers.prefix",
+            format!("`{id_prefix}` is not a usable header-name prefix"),
+        );
+    }
+    if raw.identity_headers.sign_secret.is_some() {
+        e.push(
+            "identity_headers.sign_secret",
+            "signed identity headers are not supported by this version",
+        );
+    }
+
+    let mut roles = BTreeMap::new();
+    for (name, perms) in raw.roles {
+        if !is_name(&name) {
+            e.push(format!("roles.{name}"), "role names are [A-Za-z0-9-_.:*]+");
+        }
+        if perms.is_empty() {
+            e.push(
+                format!("roles.{name}"),
+                "a role grants at least one permission",
+            );
+        }
+        for p in &perms {
+            if !is_name(p) {
+                e.push(
+                    format!("roles.{name}"),
+                    format!("`{p}` is not a permission name ([A-Za-z0-9-_.:*]+)"),
+                );
+            }
+        }
+        roles.insert(name, perms.into_iter().collect());
+    }
+
+    let mut upstreams = Vec::new();
+    let mut upstream_index = BTreeMap::new();
+    for (name, u) in raw.upstreams {
+        let field = format!("upstreams.{name}");
+        if u.targets.is_empty() {
+            e.push(format!("{field}.targets"), "needs at least one target");
+        }
+        let mut targets = Vec::new();
+        for (i, t) in u.targets.iter().enumerate() {
+            match t.parse::<http::Uri>() {
+                Ok(uri)
+                    if matches!(uri.scheme_str(), Some("http" | "https"))
+                        && uri.authority().is_some()
+                        && matches!(uri.path(), "" | "/")
+                        && uri.query().is_none() =>
+                {
+                    targets.push(uri)
+                }
+                _ => e.push(
+                    format!("{field}.targets[{i}]"),
+                    format!("`{t}` must be http://host:port or https://host:port, with no path"),
+                ),
+            }
+        }
+        let up = UpstreamConfig {
+            name: name.clone(),
+            targets,
+            connect_timeout: e.duration(
+                &format!("{field}.connect_timeout"),
+                u.connect_timeout.as_deref(),
+                DEFAULT_CONNECT_TIMEOUT,
+            ),
+            timeout: e.duration(
+                &format!("{field}.timeout"),
+                u.timeout.as_deref(),
+                DEFAULT_UPSTREAM_TIMEOUT,
+            ),
+        };
+        upstream_index.insert(name, upstreams.len());
+        upstreams.push(up);
+    }
+
+    let mut routes = Vec::new();
+    for (i, r) in raw.routes.into_iter().enumerate() {
+        let field = format!("routes[{i}]");
+        let path = match crate::route::normalize_path(&r.path) {
+            Ok(p) if r.path.starts_with('/') => {
+                let p = if p.len() > 1 {
+                    p.trim_end_matches('/').to_owned()
+                } else {
+                    p.into_owned()
+                };
+                if p != r.path.trim_end_matches('/') && !(p == "/" && r.path == "/") {
+                    e.push(
+                        format!("{field}.path"),
+                        format!("`{}` is not normalized; write `{p}`", r.path),
+                    );
+                }
+                p
+            }
+            _ => {
+                e.push(
+                    format!("{field}.path"),
+                    format!("`{}` must be an absolute, normalized path", r.path),
+                );
+                String::new()
+            }
+        };
+        let upstream = match upstream_index.get(&r.upstream) {
+            Some(&ix) => ix,
+            None => {
+                e.push(
+                    format!("{field}.upstream"),
+                    format!("no upstream named `{}`", r.upstream),
+                );
+                0
+            }
+        };
+        let methods = r.methods.map(|ms| {
+            ms.iter()
+                .filter_map(
+                    |m| match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                        Ok(m) => Some(m),
+                        Err(_) => {
+                            e.push(
+                                format!("{field}.methods"),
+                                format!("`{m}` is not an HTTP method"),
+                            );
+                            None
+                        }
+                    },
+                )
+                .collect::<Vec<_>>()
+        });
+        let auth = match r.auth.as_deref().unwrap_or("key") {
+            "key" => true,
+            "none" => false,
+            other => {
+                e.push(
+                    format!("{field}.auth"),
+                    format!("`{other}` is not `key` or `none`"),
+                );
+                true
+            }
+        };
+        let workspace = match r.workspace {
+            None => None,
+            Some(RawWorkspace {
+                header: Some(h),
+                path_segment: None,
+            }) => e
+                .header_name(&format!("{field}.workspace.header"), &h)
+                .map(WorkspaceRule::Header),
+            Some(RawWorkspace {
+                header: None,
+                path_segment: Some(n),
+            }) if n >= 1 => Some(WorkspaceRule::PathSegment(n as usize)),
+            Some(_) => {
+                e.push(
+                    format!("{field}.workspace"),
+                    "needs exactly one of `header` or `path_segment` (1-based)",
+                );
+                None
+            }
+        };
+        if !auth && (!r.permissions.is_empty() || workspace.is_some()) {
+            e.push(
+                field.clone(),
+                "an `auth: none` route cannot require permissions or a workspace",
+            );
+        }
+        let mut permissions = r.permissions;
+        permissions.sort();
+        permissions.dedup();
+        routes.push(RouteConfig {
+            path,
+            host: r.host.map(|h| h.to_ascii_lowercase()),
+            methods,
+            upstream,
+            permissions,
+            workspace,
+            auth,
+        });
+    }
+
+    let server = ServerConfig {
+        workers: raw.server.workers,
+        header_read_timeout: e.duration(
+            "server.header_read_timeout",
+            raw.server.header_read_timeout.as_deref(),
+            DEFAULT_HEADER_READ_TIMEOUT,
+        ),
+        max_header_bytes: raw
+            .server
+            .max_header_bytes
+            .unwrap_or(DEFAULT_MAX_HEADER_BYTES),
+        drain_timeout: e.duration(
+            "server.drain_timeout",
+            raw.server.drain_timeout.as_deref(),
+            DEFAULT_DRAIN_TIMEOUT,
+        ),
+    };
+    if server.workers == Some(0) {
+        e.push("server.workers", "must be at least 1");
+    }
+    if server.max_header_bytes < 8192 {
+        e.push("server.max_header_bytes", "must be at least 8192");
+    }
+
+    let log = LogConfig {
+        format: match raw.log.format.as_deref().unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                e.push("log.format", format!("`{other}` is not `text` or `json`"));
+                LogFormat::Text
+            }
+        },
+        level: raw.log.level.unwrap_or_else(|| "info".into()),
+    };
+
+    if !e.0.is_empty() {
+        return Err(ConfigError::Invalid(e.0));
+    }
+    Ok(Config {
+        listen,
+        tls,
+        admin: AdminConfig {
+            listen: admin_listen,
+            tokens,
+        },
+        store,
+        cache,
+        keys,
+        identity: IdentityConfig { prefix: id_prefix },
+        roles,
+        upstreams,
+        routes,
+        server,
+        log,
+    })
+}
+
+#[cfg(test)]
+mod tests;

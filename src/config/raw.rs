@@ -1,0 +1,193 @@
+//! The YAML as written: a serde mirror of SPEC §3 that refuses unknown fields, so a
+//! mistyped auth rule stops start-up instead of silently opening a route. Values stay
+//! loosely typed here (durations and addresses are strings); `validate` turns them into
+//! typed values and names the field of every error.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
+pub const DEFAULT_STORE_PATH: &str = "data/keygate.db";
+pub const DEFAULT_CACHE_MAX_ENTRIES: u64 = 100_000;
+pub const DEFAULT_CACHE_TTL: &str = "30s";
+pub const DEFAULT_NEGATIVE_TTL: &str = "5s";
+pub const DEFAULT_STALE_IF_ERROR: &str = "5m";
+pub const DEFAULT_KEY_PREFIX: &str = "kg";
+pub const DEFAULT_IDENTITY_PREFIX: &str = "x-keygate-";
+pub const DEFAULT_CONNECT_TIMEOUT: &str = "2s";
+pub const DEFAULT_UPSTREAM_TIMEOUT: &str = "30s";
+pub const DEFAULT_HEADER_READ_TIMEOUT: &str = "10s";
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
+pub const DEFAULT_DRAIN_TIMEOUT: &str = "30s";
+pub const DEFAULT_LAST_USED_FLUSH: &str = "30s";
+pub const DEFAULT_CHANGE_POLL: &str = "250ms";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Proxy listener, `host:port`.
+    pub listen: Option<String>,
+    /// Serve the proxy over TLS (rustls) with this PEM certificate chain and key.
+    pub tls: Option<RawTls>,
+    /// Admin listener and tokens (admin API, health, metrics).
+    #[serde(default)]
+    pub admin: RawAdmin,
+    /// Where keys live.
+    #[serde(default)]
+    pub store: RawStore,
+    /// The in-process key cache.
+    #[serde(default)]
+    pub cache: RawCache,
+    /// Key format and where credentials are read from.
+    #[serde(default)]
+    pub keys: RawKeys,
+    /// Identity headers sent to upstreams.
+    #[serde(default)]
+    pub identity_headers: RawIdentity,
+    /// Role name -> permissions it grants.
+    #[serde(default)]
+    pub roles: BTreeMap<String, Vec<String>>,
+    /// Upstream name -> targets.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, RawUpstream>,
+    /// Routes, matched by host, method and longest path prefix.
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    /// Listener tuning: workers, timeouts, limits.
+    #[serde(default)]
+    pub server: RawServer,
+    /// Logging.
+    #[serde(default)]
+    pub log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: String,
+    pub key: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<String>,
+    #[serde(default)]
+    pub tokens: Vec<RawAdminToken>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdminToken {
+    /// Shown as the actor in audit events.
+    pub name: String,
+    /// Hex sha256 of the token; the token itself is never in config.
+    pub sha256: String,
+    pub orgs: Option<Vec<String>>,
+    pub workspaces: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    /// `embedded` (default) or `redis`.
+    pub kind: Option<String>,
+    /// SQLite file of the embedded store.
+    pub path: Option<String>,
+    /// Redis URL (`kind: redis`).
+    pub url: Option<String>,
+    /// Redis Cluster seed URLs (`kind: redis`).
+    pub cluster: Option<Vec<String>>,
+    /// How often the gateway looks for changes written by other processes.
+    pub poll_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    pub max_entries: Option<u64>,
+    pub ttl: Option<String>,
+    pub negative_ttl: Option<String>,
+    pub stale_if_error: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeys {
+    /// Key prefix, `[A-Za-z0-9]+`.
+    pub prefix: Option<String>,
+    /// A header that carries the bare key, besides `Authorization: Bearer`.
+    pub header: Option<String>,
+    /// A query parameter that carries the key.
+    pub query_param: Option<String>,
+    /// Pass the credential on to upstreams (default: removed).
+    pub forward_credential: Option<bool>,
+    /// Keep secrets encrypted so admins can reveal them (not yet supported).
+    pub recoverable: Option<bool>,
+    /// How often `last_used_at` is written, in one batch.
+    pub last_used_flush: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentity {
+    pub prefix: Option<String>,
+    pub sign_secret: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// `http://host:port` or `https://host:port`, balanced round-robin.
+    pub targets: Vec<String>,
+    pub connect_timeout: Option<String>,
+    /// Time allowed for the upstream's response headers.
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Path prefix, matched on whole segments of the normalized path.
+    pub path: String,
+    /// Exact host (without port), any letter case.
+    pub host: Option<String>,
+    pub methods: Option<Vec<String>>,
+    pub upstream: String,
+    #[serde(default)]
+    pub permissions: Vec<String>,
+    pub workspace: Option<RawWorkspace>,
+    /// `key` (default) or `none`.
+    pub auth: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWorkspace {
+    pub header: Option<String>,
+    /// 1-based segment of the normalized path.
+    pub path_segment: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Runtime worker threads (default: all cores).
+    pub workers: Option<usize>,
+    /// A client must send its whole request head within this time.
+    pub header_read_timeout: Option<String>,
+    /// Largest request head accepted; larger gets 431.
+    pub max_header_bytes: Option<usize>,
+    /// How long SIGTERM waits for in-flight requests.
+    pub drain_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// `text` (default) or `json`.
+    pub format: Option<String>,
+    /// A tracing filter, e.g. `info` or `keygate=debug` (RUST_LOG wins).
+    pub level: Option<String>,
+}

@@ -1,0 +1,271 @@
+//! The request handler: the stages of SPEC §2 in order.
+//!
+//! `handle` owns logging and turns every error into its answer; `handle_inner` runs
+//! normalize -> route -> redact -> authenticate -> authorize -> forward with `?`.
+
+use crate::auth::{extract_credential, AuthError, Authenticator, IdentityNames};
+use crate::cache::{CacheSettings, CachedKey, KeyCache};
+use crate::config::Config;
+use crate::error::GatewayError;
+use crate::proxy::headers;
+use crate::proxy::Upstream;
+use crate::route::{normalize_path, Router};
+use crate::store::{now_ms, KeyStore};
+use bytes::Bytes;
+use http::header::{HeaderValue, AUTHORIZATION, HOST};
+use http::uri::PathAndQuery;
+use http::{Request, Response};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What the gateway answers with: the upstream's body streamed, or a small JSON refusal.
+pub type Body = Either<Incoming, Full<Bytes>>;
+
+/// Per-request state, carried through the stages and into the log line.
+struct RequestCtx {
+    request_id: HeaderValue,
+    route: Option<usize>,
+    key_id: Option<HeaderValue>,
+}
+
+pub struct Gateway {
+    router: Router,
+    auth: Authenticator,
+    upstreams: Vec<Upstream>,
+    identity: IdentityNames,
+    forward_credential: bool,
+    https: bool,
+}
+
+impl Gateway {
+    /// Builds the handler and its cache over `store`. Background tasks (change feed,
+    /// `last_used_at` flush) are started by `spawn_background`.
+    pub fn new(config: &Config, store: Arc<dyn KeyStore>) -> Self {
+        let settings = CacheSettings {
+            max_entries: config.cache.max_entries,
+            ttl: config.cache.ttl,
+            negative_ttl: config.cache.negative_ttl,
+            stale_if_error: config.cache.stale_if_error,
+        };
+        let cache = Arc::new(KeyCache::new(
+            store,
+            settings,
+            Box::new(|l| {
+                let identity = crate::auth::Identity::of(&l);
+                CachedKey::new(l, identity)
+            }),
+        ));
+        Gateway {
+            router: Router::new(config),
+            auth: Authenticator::new(config, cache),
+            upstreams: config.upstreams.iter().map(Upstream::new).collect(),
+            identity: IdentityNames::new(&config.identity.prefix),
+            forward_credential: config.keys.forward_credential,
+            https: config.tls.is_some(),
+        }
+    }
+
+    pub fn cache(&self) -> &Arc<KeyCache> {
+        self.auth.cache()
+    }
+
+    /// Starts the change-feed follower and the batched `last_used_at` writer.
+    pub fn spawn_background(&self, config: &Config) {
+        let poll = match &config.store {
+            crate::config::StoreConfig::Embedded { poll_interval, .. } => *poll_interval,
+            crate::config::StoreConfig::Redis { .. } => std::time::Duration::from_millis(250),
+        };
+        tokio::spawn(self.cache().clone().follow_changes(poll));
+        tokio::spawn(
+            self.cache()
+                .clone()
+                .flush_last_used(config.keys.last_used_flush),
+        );
+    }
+
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let start = Instant::now();
+        let mut ctx = RequestCtx {
+            request_id: headers::request_id(req.headers()),
+            route: None,
+            key_id: None,
+        };
+        let method = req.method().clone();
+        let resp = match self.handle_inner(req, peer, &mut ctx).await {
+            Ok(mut resp) => {
+                headers::remove_hop_by_hop(resp.headers_mut());
+                resp.headers_mut()
+                    .insert(headers::X_REQUEST_ID, ctx.request_id.clone());
+                resp.map(Either::Left)
+            }
+            Err(e) => {
+                let answer = e.answer();
+                match &e {
+                    GatewayError::Proxy(p) => {
+                        tracing::warn!(request_id = ?ctx.request_id, error = %p, source = ?std::error::Error::source(p), "upstream failed")
+                    }
+                    GatewayError::Auth(AuthError::StoreUnavailable(s)) => {
+                        tracing::warn!(request_id = ?ctx.request_id, error = %s, "key store unavailable")
+                    }
+                    _ => {}
+                }
+                tracing::debug!(request_id = ?ctx.request_id, code = answer.code, "refused");
+                e.into_response(&ctx.request_id).map(Either::Right)
+            }
+        };
+        tracing::debug!(
+            request_id = ?ctx.request_id,
+            %method,
+            route = ?ctx.route,
+            key_id = ?ctx.key_id,
+            status = resp.status().as_u16(),
+            micros = start.elapsed().as_micros() as u64,
+            "request"
+        );
+        resp
+    }
+
+    async fn handle_inner(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        ctx: &mut RequestCtx,
+    ) -> Result<Response<Incoming>, GatewayError> {
+        // Parts, so the path can be borrowed from the URI while headers are rewritten.
+        let (mut parts, body) = req.into_parts();
+        let uri = &parts.uri;
+
+        // 1. Normalize before routing: rules must see the path the upstream will act on.
+        let path = normalize_path(uri.path())?;
+        let (host_header, host) = request_host(&parts.headers, uri);
+        let (route_ix, route) = self
+            .router
+            .find(host.as_deref(), &parts.method, &path)
+            .ok_or(GatewayError::NoRoute)?;
+        ctx.route = Some(route_ix);
+
+        // 2. Spoofed identity goes on every route, `auth: none` included.
+        let hdrs = &mut parts.headers;
+        headers::strip_identity(hdrs, &self.identity);
+
+        // 3. Authenticate, then authorize (auth routes only). The credential is read
+        //    after routing so that 404/400 never depend on it.
+        let mut query: Option<Cow<'_, str>> = uri.query().map(Cow::Borrowed);
+        if route.auth {
+            let credential = extract_credential(hdrs, uri.query(), &self.auth.sources)?;
+            let key = self.auth.authenticate(&credential, now_ms()).await?;
+            ctx.key_id = Some(key.identity.key_id.clone());
+            let principal = self.auth.authorize(key, route, hdrs, &path)?;
+            if !self.forward_credential {
+                remove_credential(hdrs, &self.auth.sources);
+                if let (Some(param), Some(q)) = (&self.auth.sources.query_param, uri.query()) {
+                    query = strip_query_param(q, param);
+                }
+            }
+            headers::add_identity(hdrs, &self.identity, &principal);
+        }
+
+        // 4. Forward.
+        let pq = match (&path, &query) {
+            // Unchanged path and query: reuse the original bytes, no allocation.
+            (Cow::Borrowed(_), Some(Cow::Borrowed(_)) | None) => uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+            _ => {
+                let s = match &query {
+                    Some(q) if !q.is_empty() => format!("{path}?{q}"),
+                    _ => path.to_string(),
+                };
+                PathAndQuery::try_from(s)
+                    .map_err(|_| GatewayError::BadPath(crate::route::PathError::BadEncoding))?
+            }
+        };
+        headers::remove_hop_by_hop(hdrs);
+        headers::set_forwarded(hdrs, peer.ip(), self.https, host_header);
+        if !hdrs.contains_key(headers::X_REQUEST_ID) {
+            hdrs.insert(headers::X_REQUEST_ID, ctx.request_id.clone());
+        }
+        let upstream = &self.upstreams[route.upstream];
+        Ok(upstream
+            .forward(Request::from_parts(parts, body), pq)
+            .await?)
+    }
+}
+
+/// The request's host: the raw value (for X-Forwarded-Host) and the bare host name
+/// (no port) for routing. HTTP/2 carries it in the URI, HTTP/1.1 in `Host`.
+fn request_host(
+    headers: &http::HeaderMap,
+    uri: &http::Uri,
+) -> (Option<HeaderValue>, Option<String>) {
+    let raw = headers.get(HOST).cloned().or_else(|| {
+        uri.authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let host = raw.as_ref().and_then(|v| v.to_str().ok()).map(|s| {
+        let s = if let Some(rest) = s.strip_prefix('[') {
+            rest.split(']').next().unwrap_or(rest)
+        } else {
+            s.rsplit_once(':').map_or(s, |(h, _)| h)
+        };
+        s.to_owned()
+    });
+    (raw, host)
+}
+
+/// Removes every copy of the credential from headers (Bearer Authorization and the
+/// configured key header). Another Authorization scheme is not ours and stays.
+fn remove_credential(h: &mut http::HeaderMap, sources: &crate::auth::CredentialSources) {
+    let is_bearer = h
+        .get(AUTHORIZATION)
+        .map(|v| v.as_bytes().trim_ascii_start())
+        .is_some_and(|b| b.len() >= 6 && b[..6].eq_ignore_ascii_case(b"bearer"));
+    if is_bearer {
+        h.remove(AUTHORIZATION);
+    }
+    if let Some(name) = &sources.header {
+        h.remove(name);
+    }
+}
+
+/// The query without any `param=…` pair.
+fn strip_query_param<'a>(q: &'a str, param: &str) -> Option<Cow<'a, str>> {
+    let has = q
+        .split('&')
+        .any(|p| p.split_once('=').map_or(p, |(k, _)| k) == param);
+    if !has {
+        return Some(Cow::Borrowed(q));
+    }
+    let kept: Vec<&str> = q
+        .split('&')
+        .filter(|p| p.split_once('=').map_or(*p, |(k, _)| k) != param)
+        .collect();
+    Some(Cow::Owned(kept.join("&")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_param_removed() {
+        assert_eq!(
+            strip_query_param("a=1&api_key=x&b=2", "api_key").as_deref(),
+            Some("a=1&b=2")
+        );
+        assert_eq!(
+            strip_query_param("api_key=x", "api_key").as_deref(),
+            Some("")
+        );
+        assert_eq!(strip_query_param("a=1", "api_key").as_deref(), Some("a=1"));
+    }
+}

@@ -1,0 +1,44 @@
+//! keygate: an API gateway that enforces API keys.
+//!
+//! The request path, in order: `server` accepts, `route` matches the normalized path,
+//! `auth` turns the credential into a `Principal` through the `cache` over a `store`,
+//! `proxy` rewrites headers and forwards; `error` is the one place where a refusal
+//! becomes a status and a JSON body. `service` holds the key lifecycle rules the CLI
+//! (and the admin API) share.
+
+pub mod auth;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod gateway;
+pub mod key;
+pub mod proxy;
+pub mod route;
+pub mod server;
+pub mod service;
+pub mod store;
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

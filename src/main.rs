@@ -1,0 +1,138 @@
+//! Thin binary: parse the command line, load and validate config, init tracing, run.
+
+use clap::Parser;
+use keygate::cli::{Cli, Command};
+use keygate::config::{Config, LogFormat};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Exit status for a config that does not validate (sysexits' EX_CONFIG) when serving;
+/// `check-config` answers 1, as a yes/no check.
+const EXIT_CONFIG: u8 = 78;
+
+fn init_tracing(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        b.worker_threads(n);
+    }
+    b.enable_all().build()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Demo(args) = cli.command {
+        init_tracing(LogFormat::Text, "warn");
+        let result = runtime(None)
+            .map_err(Into::into)
+            .and_then(|rt| rt.block_on(keygate::demo::run(args)));
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let config = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {}: {e}", cli.config.display());
+            return match cli.command {
+                Command::CheckConfig => ExitCode::FAILURE,
+                _ => ExitCode::from(EXIT_CONFIG),
+            };
+        }
+    };
+    match cli.command {
+        Command::CheckConfig => {
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "config": cli.config.display().to_string(), "valid": true })
+                );
+            } else {
+                println!(
+                    "{}: ok ({} routes, {} upstreams)",
+                    cli.config.display(),
+                    config.routes.len(),
+                    config.upstreams.len()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Serve => {
+            init_tracing(config.log.format, &config.log.level);
+            let rt = match runtime(config.server.workers) {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(serve(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "keygate stopped");
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        cmd => {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(keygate::cli::run_management(cmd, &config)) {
+                Ok(out) => {
+                    if cli.json {
+                        println!("{}", out.json);
+                    } else {
+                        println!("{}", out.text);
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    if cli.json {
+                        eprintln!("{}", serde_json::json!({ "error": e.to_string() }));
+                    } else {
+                        eprintln!("error: {e}");
+                    }
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let store = keygate::store::open(&config.store).await?;
+    let gateway = Arc::new(keygate::gateway::Gateway::new(&config, store));
+    gateway.spawn_background(&config);
+    let running = keygate::server::start(&config, gateway.clone()).await?;
+    tracing::info!(listen = %running.addr, tls = config.tls.is_some(), routes = config.routes.len(), "keygate serving");
+    keygate::shutdown_signal().await;
+    tracing::info!(drain = ?config.server.drain_timeout, "shutting down; draining in-flight requests");
+    running.shutdown(config.server.drain_timeout).await;
+    // Write the last uses before exit so a restart loses none.
+    gateway.cache().flush_once().await;
+    Ok(())
+}

@@ -1,0 +1,191 @@
+//! Header work on the way to the upstream and back: hop-by-hop removal, identity
+//! redaction and injection, forwarding headers and the request id. Header names are
+//! consts here, in one place.
+
+use crate::auth::{IdentityNames, Principal};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// RFC 9110 §7.6.1 connection-specific fields, plus the legacy `proxy-connection`.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, including every header the `Connection` header names.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for n in listed {
+            headers.remove(n);
+        }
+    }
+    for h in &HOP_BY_HOP {
+        headers.remove(h);
+    }
+}
+
+/// Removes every client header under the identity prefix (any case, `_` as `-`), so a
+/// client can never speak for keygate. Allocates only when there is something to remove.
+pub fn strip_identity(headers: &mut HeaderMap, names: &IdentityNames) {
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| names.is_identity_header(n))
+        .cloned()
+        .collect();
+    for n in spoofed {
+        headers.remove(n);
+    }
+}
+
+/// Adds the identity of an admitted request.
+pub fn add_identity(headers: &mut HeaderMap, names: &IdentityNames, p: &Principal) {
+    let id = &p.key.identity;
+    headers.insert(names.key_id.clone(), id.key_id.clone());
+    headers.insert(names.key_name.clone(), id.key_name.clone());
+    headers.insert(names.org.clone(), id.org.clone());
+    if let Some(ws) = &p.workspace {
+        headers.insert(names.workspace.clone(), ws.clone());
+    }
+    headers.insert(names.key_type.clone(), id.key_type.clone());
+    headers.insert(names.actor.clone(), id.actor.clone());
+    headers.insert(names.permissions.clone(), id.permissions.clone());
+}
+
+/// Sets `X-Forwarded-For` (appended), `-Proto` and `-Host` (replaced).
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    client: IpAddr,
+    https: bool,
+    host: Option<HeaderValue>,
+) {
+    let ip = client.to_string();
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if headers.get_all(&X_FORWARDED_FOR).iter().count() == 1 => {
+            format!("{prev}, {ip}")
+        }
+        _ => {
+            // Several XFF headers: fold them into one list, in order.
+            let prev: Vec<&str> = headers
+                .get_all(&X_FORWARDED_FOR)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            if prev.is_empty() {
+                ip
+            } else {
+                format!("{}, {ip}", prev.join(", "))
+            }
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    headers.insert(
+        X_FORWARDED_PROTO,
+        HeaderValue::from_static(if https { "https" } else { "http" }),
+    );
+    match host {
+        Some(h) => headers.insert(X_FORWARDED_HOST, h),
+        None => headers.remove(X_FORWARDED_HOST),
+    };
+}
+
+/// A request id unique to this process run: a random prefix and a counter. No syscall
+/// and no lock per request.
+pub fn new_request_id() -> HeaderValue {
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(1);
+    let prefix = PREFIX.get_or_init(|| {
+        let mut b = [0u8; 6];
+        // A failed CSPRNG only makes ids less unique across restarts; still unique within.
+        let _ = getrandom::getrandom(&mut b);
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    HeaderValue::from_str(&format!("{prefix}-{n:x}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// The client's request id (kept when sane) or a new one.
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    match headers.get(&X_REQUEST_ID) {
+        Some(v) if !v.is_empty() && v.len() <= 128 && v.to_str().is_ok() => v.clone(),
+        _ => new_request_id(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_listed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret-hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let mut h = HeaderMap::new();
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1"));
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("2.2.2.2"));
+        set_forwarded(
+            &mut h,
+            "127.0.0.1".parse().expect("ip"),
+            false,
+            Some(HeaderValue::from_static("api.example")),
+        );
+        assert_eq!(
+            h.get(X_FORWARDED_FOR).map(|v| v.as_bytes()),
+            Some(&b"1.1.1.1, 2.2.2.2, 127.0.0.1"[..])
+        );
+        assert_eq!(
+            h.get(X_FORWARDED_PROTO).map(|v| v.as_bytes()),
+            Some(&b"http"[..])
+        );
+        assert_eq!(
+            h.get(X_FORWARDED_HOST).map(|v| v.as_bytes()),
+            Some(&b"api.example"[..])
+        );
+    }
+
+    #[test]
+    fn request_ids_are_unique() {
+        assert_ne!(new_request_id(), new_request_id());
+        let mut h = HeaderMap::new();
+        h.insert(X_REQUEST_ID, HeaderValue::from_static("abc"));
+        assert_eq!(request_id(&h), "abc");
+    }
+}

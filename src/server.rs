@@ -1,0 +1,176 @@
+//! Accepting connections: TCP (optionally TLS with rustls), HTTP/1.1 and HTTP/2 (h2c or
+//! ALPN) through hyper-util's auto builder, header-read timeout for slow clients, a cap
+//! on request head size (431 beyond it), and a graceful drain on shutdown.
+
+use crate::config::{Config, ServerConfig, TlsConfig};
+use crate::gateway::Gateway;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read TLS file {path}: {source}")]
+    TlsFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+}
+
+/// A listening gateway. Dropping it does not stop it; call `shutdown`.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub gateway: Arc<Gateway>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish for up to `drain`, then returns.
+    pub async fn shutdown(self, drain: Duration) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(drain + Duration::from_secs(1), self.task).await;
+    }
+}
+
+fn tls_acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, ServeError> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|source| ServeError::TlsFile {
+            path: p.display().to_string(),
+            source,
+        })
+    };
+    let cert_pem = read(&tls.cert)?;
+    let key_pem = read(&tls.key)?;
+    let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ServeError::Tls(format!("{}: {e}", tls.cert.display())))?;
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| ServeError::Tls(format!("{}: {e}", tls.key.display())))?
+        .ok_or_else(|| ServeError::Tls(format!("{}: no private key found", tls.key.display())))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut cfg = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ServeError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| ServeError::Tls(e.to_string()))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(cfg)))
+}
+
+fn http_builder(s: &ServerConfig) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(s.header_read_timeout)
+        .max_buf_size(s.max_header_bytes)
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(s.max_header_bytes).unwrap_or(u32::MAX));
+    b
+}
+
+/// Binds `config.listen` and serves the gateway until `shutdown` is called.
+pub async fn start(config: &Config, gateway: Arc<Gateway>) -> Result<Running, ServeError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
+    let builder = Arc::new(http_builder(&config.server));
+    let drain = config.server.drain_timeout;
+    let (stop, mut stopped) = watch::channel(false);
+    let gw = gateway.clone();
+    let task = tokio::spawn(async move {
+        let graceful = GracefulShutdown::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (tcp, peer) = match accepted {
+                        Ok(c) => c,
+                        Err(e) => {
+                            // Out of file descriptors and the like: back off, don't spin.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = tcp.set_nodelay(true);
+                    let gw = gw.clone();
+                    let svc = service_fn(move |req| {
+                        let gw = gw.clone();
+                        async move { Ok::<_, std::convert::Infallible>(gw.handle(req, peer).await) }
+                    });
+                    let builder = builder.clone();
+                    match &tls {
+                        None => {
+                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc).into_owned();
+                            let conn = graceful.watch(conn);
+                            tokio::spawn(async move {
+                                if let Err(e) = conn.await {
+                                    tracing::debug!(error = %e, %peer, "connection ended with an error");
+                                }
+                            });
+                        }
+                        Some(acceptor) => {
+                            let acceptor = acceptor.clone();
+                            let watcher = graceful.watcher();
+                            tokio::spawn(async move {
+                                let tls = match acceptor.accept(tcp).await {
+                                    Ok(t) => t,
+                                    Err(e) => {
+                                        tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                                        return;
+                                    }
+                                };
+                                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc).into_owned();
+                                if let Err(e) = watcher.watch(conn).await {
+                                    tracing::debug!(error = %e, %peer, "connection ended with an error");
+                                }
+                            });
+                        }
+                    }
+                }
+                _ = stopped.changed() => break,
+            }
+        }
+        drop(listener);
+        if tokio::time::timeout(drain, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(?drain, "drain timeout; closing the remaining connections");
+        }
+    });
+    Ok(Running {
+        addr,
+        gateway,
+        stop,
+        task,
+    })
+}

@@ -1,0 +1,590 @@
+//! Key lifecycle rules (SPEC §1, §5), written once and used by the CLI and the admin API:
+//! validation, role resolution at creation, rotation with grace, state transitions and
+//! the audit event of every change.
+
+pub mod view;
+
+use crate::config::format_duration;
+use crate::key::{new_key_id, ApiKey, KeyFormat};
+use crate::store::{
+    now_ms, AuditEvent, AuditQuery, KeyFilter, KeyRecord, KeyState, KeyStore, KeyType, StoreError,
+    UserRecord, ALL_WORKSPACES,
+};
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    #[error("unknown role `{0}` (roles are defined in the config's `roles:`)")]
+    UnknownRole(String),
+    #[error("no key with id `{0}`")]
+    NotFound(String),
+    #[error("key {id} is {state}: {hint}")]
+    KeyNotActive {
+        id: String,
+        state: &'static str,
+        hint: &'static str,
+    },
+    #[error("no user `{user}` in org `{org}`")]
+    UnknownUser { org: String, user: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> ServiceError {
+    ServiceError::Invalid {
+        field,
+        message: message.into(),
+    }
+}
+
+/// When a new key ends.
+#[derive(Debug, Clone, Copy)]
+pub enum Expiry {
+    At(i64),
+    In(Duration),
+}
+
+/// A request to create a key, as the CLI and the admin API receive it.
+#[derive(Debug, Clone, Default)]
+pub struct NewKey {
+    pub org: String,
+    /// Empty = org key (`["*"]`).
+    pub workspaces: Vec<String>,
+    pub name: Option<String>,
+    pub key_type: Option<KeyType>,
+    pub owner: Option<String>,
+    pub roles: Vec<String>,
+    pub inherit: bool,
+    pub expires: Option<Expiry>,
+    pub metadata: BTreeMap<String, String>,
+    pub rate_limit: Option<String>,
+}
+
+/// `name`-like identifiers: orgs, workspaces, users, metadata keys.
+fn check_ident(field: &'static str, s: &str) -> Result<(), ServiceError> {
+    if s.is_empty()
+        || s.len() > 128
+        || !s
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.:@".contains(&c))
+    {
+        return Err(invalid(
+            field,
+            format!("`{s}` must be 1-128 characters of [A-Za-z0-9-_.:@]"),
+        ));
+    }
+    Ok(())
+}
+
+/// Key names travel in a header (`key-name`), so no control characters.
+fn check_name(name: &str) -> Result<(), ServiceError> {
+    if name.trim().is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+        return Err(invalid(
+            "name",
+            "must be 1-128 characters without control characters",
+        ));
+    }
+    Ok(())
+}
+
+pub fn check_metadata(m: &BTreeMap<String, String>) -> Result<(), ServiceError> {
+    if m.len() > 32 {
+        return Err(invalid("metadata", "at most 32 entries"));
+    }
+    for (k, v) in m {
+        check_ident("metadata", k)?;
+        if v.len() > 1024 || v.chars().any(char::is_control) {
+            return Err(invalid(
+                "metadata",
+                format!("value of `{k}`: at most 1024 characters, no control characters"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `100/s`, `6000/m`, `100000/h`: stored now, enforced by a later version.
+fn check_rate_limit(s: &str) -> Result<(), ServiceError> {
+    let ok = s.split_once('/').is_some_and(|(n, unit)| {
+        n.parse::<u64>().is_ok_and(|n| n > 0) && matches!(unit, "s" | "m" | "h")
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "rate_limit",
+            format!("`{s}` must look like 100/s, 6000/m or 100000/h"),
+        ))
+    }
+}
+
+pub struct KeyService {
+    store: Arc<dyn KeyStore>,
+    roles: BTreeMap<String, BTreeSet<String>>,
+    format: KeyFormat,
+}
+
+impl KeyService {
+    pub fn new(
+        store: Arc<dyn KeyStore>,
+        roles: BTreeMap<String, BTreeSet<String>>,
+        format: KeyFormat,
+    ) -> Self {
+        KeyService {
+            store,
+            roles,
+            format,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn KeyStore> {
+        &self.store
+    }
+
+    /// Role names -> their permissions, sorted and deduplicated; every role must exist.
+    fn resolve_roles(&self, roles: &[String]) -> Result<(Vec<String>, Vec<String>), ServiceError> {
+        let mut perms = BTreeSet::new();
+        let mut names = BTreeSet::new();
+        for r in roles {
+            let granted = self
+                .roles
+                .get(r)
+                .ok_or_else(|| ServiceError::UnknownRole(r.clone()))?;
+            perms.extend(granted.iter().cloned());
+            names.insert(r.clone());
+        }
+        Ok((names.into_iter().collect(), perms.into_iter().collect()))
+    }
+
+    async fn must_get(&self, id: &str) -> Result<KeyRecord, ServiceError> {
+        if !crate::key::is_key_id(id) {
+            return Err(ServiceError::NotFound(id.to_owned()));
+        }
+        self.store
+            .get_key(id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(id.to_owned()))
+    }
+
+    fn event(
+        action: &str,
+        key_id: Option<&str>,
+        actor: &str,
+        details: serde_json::Value,
+    ) -> AuditEvent {
+        AuditEvent {
+            id: 0,
+            at: now_ms(),
+            action: action.to_owned(),
+            key_id: key_id.map(str::to_owned),
+            actor: actor.to_owned(),
+            details,
+        }
+    }
+
+    /// Creates a key; the secret is returned here and nowhere else, ever.
+    pub async fn create(
+        &self,
+        req: NewKey,
+        actor: &str,
+    ) -> Result<(KeyRecord, ApiKey), ServiceError> {
+        check_ident("org", &req.org)?;
+        let workspaces = match req.workspaces.as_slice() {
+            [] => vec![ALL_WORKSPACES.to_owned()],
+            [w] if w == ALL_WORKSPACES => vec![ALL_WORKSPACES.to_owned()],
+            [w] => {
+                check_ident("workspaces", w)?;
+                vec![w.clone()]
+            }
+            _ => return Err(invalid(
+                "workspaces",
+                "a workspace key has exactly one workspace; omit it (or use `*`) for an org key",
+            )),
+        };
+        let key_type = req.key_type.unwrap_or(if req.owner.is_some() {
+            KeyType::Personal
+        } else {
+            KeyType::Service
+        });
+        match (key_type, &req.owner) {
+            (KeyType::Personal, None) => {
+                return Err(invalid("owner", "a personal key needs an owner"))
+            }
+            (KeyType::Service, Some(_)) => {
+                return Err(invalid(
+                    "owner",
+                    "a service key has no owner; use type personal",
+                ))
+            }
+            (_, Some(o)) => check_ident("owner", o)?,
+            _ => {}
+        }
+        let (roles, permissions) = if req.inherit {
+            if !req.roles.is_empty() {
+                return Err(invalid(
+                    "roles",
+                    "an inheriting key takes no roles: it follows its owner's",
+                ));
+            }
+            if key_type != KeyType::Personal {
+                return Err(invalid(
+                    "inherit",
+                    "only a personal key can inherit its owner's permissions",
+                ));
+            }
+            let owner = req.owner.as_deref().unwrap_or_default();
+            match self.store.get_user(&req.org, owner).await? {
+                Some(u) if !u.roles.is_empty() => {}
+                _ => {
+                    return Err(invalid(
+                        "inherit",
+                        format!("user `{owner}` of org `{}` has no roles recorded; run `keygate users set-roles` first", req.org),
+                    ))
+                }
+            }
+            (Vec::new(), Vec::new())
+        } else {
+            if req.roles.is_empty() {
+                return Err(invalid(
+                    "roles",
+                    "give at least one role, or inherit for a personal key",
+                ));
+            }
+            self.resolve_roles(&req.roles)?
+        };
+        let now = now_ms();
+        let expires_at = match req.expires {
+            None => None,
+            Some(Expiry::At(t)) if t > now => Some(t),
+            Some(Expiry::At(_)) => return Err(invalid("expires_at", "is in the past")),
+            Some(Expiry::In(d)) if !d.is_zero() => {
+                Some(now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+            }
+            Some(Expiry::In(_)) => return Err(invalid("expires_in", "must be longer than 0s")),
+        };
+        check_metadata(&req.metadata)?;
+        if let Some(r) = &req.rate_limit {
+            check_rate_limit(r)?;
+        }
+        let id = new_key_id();
+        let name = match req.name {
+            Some(n) => {
+                check_name(&n)?;
+                n
+            }
+            None => id.clone(),
+        };
+        let secret = self.format.generate();
+        let record = KeyRecord {
+            hash: secret.hash(),
+            id,
+            name,
+            org: req.org,
+            workspaces,
+            key_type,
+            owner: req.owner,
+            roles,
+            inherit: req.inherit,
+            permissions,
+            expires_at,
+            metadata: req.metadata,
+            rate_limit: req.rate_limit,
+            state: KeyState::Active,
+            created_at: now,
+            created_by: actor.to_owned(),
+            last_used_at: None,
+            revoked_at: None,
+            rotated_to: None,
+        };
+        let event = Self::event(
+            "create",
+            Some(&record.id),
+            actor,
+            json!({ "org": record.org, "roles": record.roles }),
+        );
+        self.store
+            .save_keys(std::slice::from_ref(&record), &event)
+            .await?;
+        Ok((record, secret))
+    }
+
+    pub async fn show(&self, id: &str) -> Result<KeyRecord, ServiceError> {
+        self.must_get(id).await
+    }
+
+    /// Keys by org / workspace; `unused_for` keeps keys not used (or, never used, not
+    /// created) within that long.
+    pub async fn list(
+        &self,
+        filter: &KeyFilter,
+        unused_for: Option<Duration>,
+    ) -> Result<Vec<KeyRecord>, ServiceError> {
+        let mut keys = self.store.list_keys(filter).await?;
+        if let Some(d) = unused_for {
+            let cutoff = now_ms().saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+            keys.retain(|k| k.last_used_at.unwrap_or(k.created_at) < cutoff);
+        }
+        Ok(keys)
+    }
+
+    async fn update(
+        &self,
+        mut key: KeyRecord,
+        action: &str,
+        actor: &str,
+        details: serde_json::Value,
+        f: impl FnOnce(&mut KeyRecord),
+    ) -> Result<KeyRecord, ServiceError> {
+        f(&mut key);
+        let event = Self::event(action, Some(&key.id), actor, details);
+        self.store
+            .save_keys(std::slice::from_ref(&key), &event)
+            .await?;
+        Ok(key)
+    }
+
+    pub async fn rename(
+        &self,
+        id: &str,
+        name: &str,
+        actor: &str,
+    ) -> Result<KeyRecord, ServiceError> {
+        check_name(name)?;
+        let key = self.must_get(id).await?;
+        let details = json!({ "from": key.name, "to": name });
+        self.update(key, "rename", actor, details, |k| k.name = name.to_owned())
+            .await
+    }
+
+    pub async fn set_metadata(
+        &self,
+        id: &str,
+        metadata: BTreeMap<String, String>,
+        actor: &str,
+    ) -> Result<KeyRecord, ServiceError> {
+        check_metadata(&metadata)?;
+        let key = self.must_get(id).await?;
+        self.update(
+            key,
+            "metadata",
+            actor,
+            json!({ "metadata": metadata }),
+            |k| k.metadata = metadata.clone(),
+        )
+        .await
+    }
+
+    /// Permanent. Revoking a revoked key changes nothing and writes nothing.
+    pub async fn revoke(&self, id: &str, actor: &str) -> Result<KeyRecord, ServiceError> {
+        let key = self.must_get(id).await?;
+        if key.state == KeyState::Revoked {
+            return Ok(key);
+        }
+        self.update(key, "revoke", actor, json!({}), |k| {
+            k.state = KeyState::Revoked;
+            k.revoked_at = Some(now_ms());
+        })
+        .await
+    }
+
+    pub async fn disable(&self, id: &str, actor: &str) -> Result<KeyRecord, ServiceError> {
+        let key = self.must_get(id).await?;
+        match key.state {
+            KeyState::Revoked => Err(not_active(&key, "revoked", "a revoked key stays revoked")),
+            KeyState::Disabled => Ok(key),
+            KeyState::Active => {
+                self.update(key, "disable", actor, json!({}), |k| {
+                    k.state = KeyState::Disabled
+                })
+                .await
+            }
+        }
+    }
+
+    pub async fn enable(&self, id: &str, actor: &str) -> Result<KeyRecord, ServiceError> {
+        let key = self.must_get(id).await?;
+        match key.state {
+            KeyState::Revoked => Err(not_active(&key, "revoked", "a revoked key stays revoked")),
+            KeyState::Active => Ok(key),
+            KeyState::Disabled => {
+                self.update(key, "enable", actor, json!({}), |k| {
+                    k.state = KeyState::Active
+                })
+                .await
+            }
+        }
+    }
+
+    /// A new key with the same attributes; the old one ends after `grace` (at once for
+    /// 0s). Both are written, with one audit event naming both ids, in one transaction.
+    pub async fn rotate(
+        &self,
+        id: &str,
+        grace: Duration,
+        actor: &str,
+    ) -> Result<(KeyRecord, KeyRecord, ApiKey), ServiceError> {
+        let mut old = self.must_get(id).await?;
+        let now = now_ms();
+        match old.state {
+            KeyState::Revoked => {
+                return Err(not_active(
+                    &old,
+                    "revoked",
+                    "a revoked key cannot be rotated",
+                ))
+            }
+            KeyState::Disabled => {
+                return Err(not_active(&old, "disabled", "enable it before rotating"))
+            }
+            KeyState::Active if old.is_expired_at(now) => {
+                return Err(not_active(
+                    &old,
+                    "expired",
+                    "an expired key cannot be rotated; create a new one",
+                ))
+            }
+            KeyState::Active => {}
+        }
+        let secret = self.format.generate();
+        let new = KeyRecord {
+            id: new_key_id(),
+            hash: secret.hash(),
+            created_at: now,
+            created_by: actor.to_owned(),
+            last_used_at: None,
+            revoked_at: None,
+            rotated_to: None,
+            ..old.clone()
+        };
+        let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+        let end = now.saturating_add(grace_ms);
+        old.expires_at = Some(old.expires_at.map_or(end, |t| t.min(end)));
+        old.rotated_to = Some(new.id.clone());
+        let event = Self::event(
+            "rotate",
+            Some(&old.id),
+            actor,
+            json!({ "new_key_id": new.id, "grace": format_duration(grace) }),
+        );
+        self.store
+            .save_keys(&[old.clone(), new.clone()], &event)
+            .await?;
+        Ok((old, new, secret))
+    }
+
+    pub async fn delete(&self, id: &str, actor: &str) -> Result<(), ServiceError> {
+        let key = self.must_get(id).await?;
+        let event = Self::event("delete", Some(&key.id), actor, json!({ "org": key.org }));
+        if self.store.delete_key(&key.id, &event).await? {
+            Ok(())
+        } else {
+            Err(ServiceError::NotFound(id.to_owned()))
+        }
+    }
+
+    async fn known_user(&self, org: &str, user: &str) -> Result<UserRecord, ServiceError> {
+        check_ident("org", org)?;
+        check_ident("user", user)?;
+        if let Some(u) = self.store.get_user(org, user).await? {
+            return Ok(u);
+        }
+        if self.store.user_owns_keys(org, user).await? {
+            return Ok(UserRecord {
+                org: org.to_owned(),
+                user: user.to_owned(),
+                ..UserRecord::default()
+            });
+        }
+        Err(ServiceError::UnknownUser {
+            org: org.to_owned(),
+            user: user.to_owned(),
+        })
+    }
+
+    async fn save_user(
+        &self,
+        user: UserRecord,
+        action: &str,
+        actor: &str,
+    ) -> Result<UserRecord, ServiceError> {
+        let event = Self::event(
+            action,
+            None,
+            actor,
+            json!({ "org": user.org, "user": user.user, "roles": user.roles }),
+        );
+        self.store.save_user(&user, &event).await?;
+        Ok(user)
+    }
+
+    /// The user's personal keys stop working (401 `owner_removed`) until restored.
+    pub async fn remove_user(
+        &self,
+        org: &str,
+        user: &str,
+        actor: &str,
+    ) -> Result<UserRecord, ServiceError> {
+        let mut u = self.known_user(org, user).await?;
+        u.removed = true;
+        self.save_user(u, "user_remove", actor).await
+    }
+
+    pub async fn restore_user(
+        &self,
+        org: &str,
+        user: &str,
+        actor: &str,
+    ) -> Result<UserRecord, ServiceError> {
+        let mut u = self.known_user(org, user).await?;
+        u.removed = false;
+        self.save_user(u, "user_restore", actor).await
+    }
+
+    /// Records a user's roles; `inherit` keys of the user follow them.
+    pub async fn set_user_roles(
+        &self,
+        org: &str,
+        user: &str,
+        roles: &[String],
+        actor: &str,
+    ) -> Result<UserRecord, ServiceError> {
+        check_ident("org", org)?;
+        check_ident("user", user)?;
+        if roles.is_empty() {
+            return Err(invalid("roles", "give at least one role"));
+        }
+        let (roles, permissions) = self.resolve_roles(roles)?;
+        let mut u = self
+            .store
+            .get_user(org, user)
+            .await?
+            .unwrap_or_else(|| UserRecord {
+                org: org.to_owned(),
+                user: user.to_owned(),
+                ..UserRecord::default()
+            });
+        u.roles = roles;
+        u.permissions = permissions;
+        self.save_user(u, "user_set_roles", actor).await
+    }
+
+    pub async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, ServiceError> {
+        Ok(self.store.audit(query).await?)
+    }
+}
+
+fn not_active(key: &KeyRecord, state: &'static str, hint: &'static str) -> ServiceError {
+    ServiceError::KeyNotActive {
+        id: key.id.clone(),
+        state,
+        hint,
+    }
+}

@@ -1,0 +1,162 @@
+//! Rows to records and back. `KeyRecord` is not serde (its hash is bytes, and some fields
+//! are columns), so the JSON column has its own private shape here.
+//!
+//! Anything read back that does not decode becomes `StoreError::Corrupt` naming the record,
+//! logged once here: a hand-edited or half-restored file must fail one request, not panic.
+
+use crate::key::KeyHash;
+use crate::store::{AuditEvent, KeyRecord, KeyState, KeyType, StoreError, UserRecord};
+use rusqlite::Row;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The columns a key query selects (table alias `k`), in the order `key_from_row` reads
+/// them. A macro, not a const, so queries can be built with `concat!` at compile time.
+macro_rules! key_columns {
+    () => {
+        "k.id, k.hash, k.org, k.owner, k.record, k.created_at, k.last_used_at"
+    };
+}
+
+/// The columns a user query selects (table alias `u`), in the order `user_from_row` reads them.
+macro_rules! user_columns {
+    () => {
+        "u.org, u.user, u.removed, u.roles, u.permissions"
+    };
+}
+
+pub(super) use {key_columns, user_columns};
+
+/// The `record` JSON of a key: every attribute that is not a column of its own.
+#[derive(Serialize, Deserialize)]
+struct StoredKey {
+    name: String,
+    workspaces: Vec<String>,
+    key_type: KeyType,
+    roles: Vec<String>,
+    inherit: bool,
+    permissions: Vec<String>,
+    expires_at: Option<i64>,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+    rate_limit: Option<String>,
+    state: KeyState,
+    created_by: String,
+    revoked_at: Option<i64>,
+    rotated_to: Option<String>,
+}
+
+/// The `record` column of `key`.
+pub(super) fn key_json(key: &KeyRecord) -> String {
+    let stored = StoredKey {
+        name: key.name.clone(),
+        workspaces: key.workspaces.clone(),
+        key_type: key.key_type,
+        roles: key.roles.clone(),
+        inherit: key.inherit,
+        permissions: key.permissions.clone(),
+        expires_at: key.expires_at,
+        metadata: key.metadata.clone(),
+        rate_limit: key.rate_limit.clone(),
+        state: key.state,
+        created_by: key.created_by.clone(),
+        revoked_at: key.revoked_at,
+        rotated_to: key.rotated_to.clone(),
+    };
+    serde_json::to_string(&stored).expect("strings, lists, string maps and enums always serialize")
+}
+
+/// A list of names as a JSON column (user roles and permissions).
+pub(super) fn names_json(names: &[String]) -> String {
+    serde_json::to_string(names).expect("a list of strings always serializes")
+}
+
+pub(super) fn value_json(value: &serde_json::Value) -> String {
+    serde_json::to_string(value).expect("a JSON value with string keys always serializes")
+}
+
+/// The key in columns `at..at + 7` (see `key_columns!`).
+pub(super) fn key_from_row(row: &Row<'_>, at: usize) -> Result<KeyRecord, StoreError> {
+    // The id is the primary key; if even it cannot be read the row has no name to give.
+    let id: String = row.get(at)?;
+    decode_key(row, at, &id).map_err(|reason| corrupt(id, reason))
+}
+
+fn decode_key(row: &Row<'_>, at: usize, id: &str) -> Result<KeyRecord, String> {
+    let hash: Vec<u8> = row.get(at + 1).map_err(|e| format!("hash: {e}"))?;
+    let hash = hash_from_bytes(&hash).ok_or_else(|| format!("hash has {} bytes", hash.len()))?;
+    let org: String = row.get(at + 2).map_err(|e| format!("org: {e}"))?;
+    let owner: Option<String> = row.get(at + 3).map_err(|e| format!("owner: {e}"))?;
+    let record: String = row.get(at + 4).map_err(|e| format!("record: {e}"))?;
+    let created_at: i64 = row.get(at + 5).map_err(|e| format!("created_at: {e}"))?;
+    let last_used_at: Option<i64> = row.get(at + 6).map_err(|e| format!("last_used_at: {e}"))?;
+    let s: StoredKey = serde_json::from_str(&record).map_err(|e| format!("record: {e}"))?;
+    Ok(KeyRecord {
+        id: id.to_owned(),
+        hash,
+        name: s.name,
+        org,
+        workspaces: s.workspaces,
+        key_type: s.key_type,
+        owner,
+        roles: s.roles,
+        inherit: s.inherit,
+        permissions: s.permissions,
+        expires_at: s.expires_at,
+        metadata: s.metadata,
+        rate_limit: s.rate_limit,
+        state: s.state,
+        created_at,
+        created_by: s.created_by,
+        last_used_at,
+        revoked_at: s.revoked_at,
+        rotated_to: s.rotated_to,
+    })
+}
+
+/// The user in columns `at..at + 5` (see `user_columns!`).
+pub(super) fn user_from_row(row: &Row<'_>, at: usize) -> Result<UserRecord, StoreError> {
+    let org: String = row.get(at)?;
+    let user: String = row.get(at + 1)?;
+    let decode = || -> Result<UserRecord, String> {
+        let removed: bool = row.get(at + 2).map_err(|e| format!("removed: {e}"))?;
+        let roles: String = row.get(at + 3).map_err(|e| format!("roles: {e}"))?;
+        let permissions: String = row.get(at + 4).map_err(|e| format!("permissions: {e}"))?;
+        Ok(UserRecord {
+            org: org.clone(),
+            user: user.clone(),
+            removed,
+            roles: serde_json::from_str(&roles).map_err(|e| format!("roles: {e}"))?,
+            permissions: serde_json::from_str(&permissions)
+                .map_err(|e| format!("permissions: {e}"))?,
+        })
+    };
+    decode().map_err(|reason| corrupt(format!("user {org}/{user}"), reason))
+}
+
+/// Columns `id, at, action, key_id, actor, details` of `audit`.
+pub(super) fn event_from_row(row: &Row<'_>) -> Result<AuditEvent, StoreError> {
+    let id: i64 = row.get(0)?;
+    let details: String = row.get(5)?;
+    let details = serde_json::from_str(&details)
+        .map_err(|e| corrupt(format!("audit event {id}"), format!("details: {e}")))?;
+    Ok(AuditEvent {
+        id,
+        at: row.get(1)?,
+        action: row.get(2)?,
+        key_id: row.get(3)?,
+        actor: row.get(4)?,
+        details,
+    })
+}
+
+pub(super) fn hash_from_bytes(bytes: &[u8]) -> Option<KeyHash> {
+    <[u8; 32]>::try_from(bytes).ok().map(KeyHash)
+}
+
+fn corrupt(key_id: String, reason: String) -> StoreError {
+    // The reason is a column name and a parse error. Nothing secret is ever stored here
+    // (keys are hashes), so the parse error may be logged as it comes.
+    tracing::error!(key_id = %key_id, %reason, "embedded store: stored record cannot be read");
+    StoreError::Corrupt { key_id, reason }
+}

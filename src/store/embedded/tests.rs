@@ -1,0 +1,835 @@
+use super::*;
+use crate::store::{KeyState, KeyType};
+use std::collections::BTreeMap;
+use tempfile::TempDir;
+
+fn open(dir: &TempDir) -> EmbeddedStore {
+    EmbeddedStore::open(&dir.path().join("data/keygate.db")).expect("open store")
+}
+
+fn key(id: &str, org: &str, workspaces: &[&str], created_at: i64) -> KeyRecord {
+    KeyRecord {
+        id: id.to_owned(),
+        hash: KeyHash::of(id.as_bytes()),
+        name: id.to_owned(),
+        org: org.to_owned(),
+        workspaces: workspaces.iter().map(|w| (*w).to_owned()).collect(),
+        key_type: KeyType::Service,
+        owner: None,
+        roles: vec!["viewer".to_owned()],
+        inherit: false,
+        permissions: vec!["models:read".to_owned()],
+        expires_at: None,
+        metadata: BTreeMap::new(),
+        rate_limit: None,
+        state: KeyState::Active,
+        created_at,
+        created_by: "cli".to_owned(),
+        last_used_at: None,
+        revoked_at: None,
+        rotated_to: None,
+    }
+}
+
+fn personal(id: &str, org: &str, owner: &str, created_at: i64) -> KeyRecord {
+    KeyRecord {
+        key_type: KeyType::Personal,
+        owner: Some(owner.to_owned()),
+        ..key(id, org, &["*"], created_at)
+    }
+}
+
+fn event(action: &str, key_id: Option<&str>) -> AuditEvent {
+    AuditEvent {
+        id: 0,
+        at: 1_700_000_000_000,
+        action: action.to_owned(),
+        key_id: key_id.map(str::to_owned),
+        actor: "cli".to_owned(),
+        details: serde_json::json!({ "note": action }),
+    }
+}
+
+fn user(org: &str, name: &str, removed: bool) -> UserRecord {
+    UserRecord {
+        org: org.to_owned(),
+        user: name.to_owned(),
+        removed,
+        roles: vec!["editor".to_owned()],
+        permissions: vec!["models:read".to_owned(), "models:write".to_owned()],
+    }
+}
+
+async fn save(store: &EmbeddedStore, keys: &[KeyRecord]) {
+    store
+        .save_keys(keys, &event("create", keys.first().map(|k| k.id.as_str())))
+        .await
+        .expect("save keys");
+}
+
+/// Runs raw SQL on the store's writer, to set up states the API cannot produce.
+fn raw(store: &EmbeddedStore, sql: &str) {
+    lock(&store.inner.writer)
+        .execute_batch(sql)
+        .expect("raw sql");
+}
+
+fn ids(keys: &[KeyRecord]) -> Vec<&str> {
+    keys.iter().map(|k| k.id.as_str()).collect()
+}
+
+#[tokio::test]
+async fn key_record_round_trips_with_every_field() {
+    let dir = TempDir::new().expect("tempdir");
+    let store = open(&dir);
+    let full = KeyRecord {
+        name: "deploy bot".to_owned(),
+        workspaces: vec!["ws1".to_owned()],
+        roles: vec!["editor".to_owned(), "viewer".to_owned()],
+        permissions: vec!["models:read".to_owned(), "models:write".to_owned()],
+        expires_at: Some(1_800_000_000_000),
+        metadata: BTreeMap::from([
+            ("team".to_owned(), "ml".to_owned()),
+            ("ticket".to_owned(), "OPS-1 \"quoted\" ✓".to_owned()),
+        ]),
+        rate_limit: Some("100/s".to_owned()),
+        state: KeyState::Revoked,
+        last_used_at: Some(1_700_000_500_000),
+        revoked_at: Some(1_700_000_600_000),
+        rotated_to: Some("key_next".to_owned()),
+        ..personal("key_full", "acme", "alice", 1_700_000_000_000)
+    };
+    let inherit = KeyRecord {
+        inherit: true,
+        roles: vec![],
+        permissions: vec![],
+        ..personal("key_inherit", "acme", "bob", 1_700_000_000_001)
+    };
+    save(&store, &[full.clone(), inherit.clone()]).await;
+
+    assert_eq!(
+        store.get_key("key_full").await.expect("get"),
+        Some(full.clone())
+    );
+    assert_eq!(
+        store.get_key("key_inherit").await.expect("get"),
+        Some(inherit)
+    );
+    assert_eq!(store.get_key("key_missing").await.expect("get"), None);
+    let found = store
+        .lookup(&full.hash)
+        .await
+        .expect("lookup")
+        .expect("found");
+    assert_eq!(found.key, full);
+    assert_eq!(found.owner, None, "no user record for alice yet");
+    assert!(store
+        .lookup(&KeyHash::of(b"nope"))
+        .await
+        .expect("lookup")
+        .is_none());
+}
+
+#[tokio::test]
+async fn lookup_brings_the_owner_record_of_the_same_org() {
+    let dir = TempDir::new().expect("tempdir");
+    let store = open(&dir);
+    let k = personal("key_p", "acme", "alice", 1);
+    let service = key("key_s", "acme", &["*"], 2);
+    save(&store, &[k.clone(), service.clone()]).await;
+    // Same user name in another org must not leak into acme's key.
+    let other = user("globex", "alice", false);
+    store
+        .save_user(&other, &event("set-roles", None))
+        .await
+        .expect("save user");
+    assert_eq!(
+        store
+            .lookup(&k.hash)
+            .await
+            .expect("lookup")
+            .expect("found")
+            .owner,
+        None
+    );
+
+    let alice = user("acme", "alice", true);
+    store
+        .save_user(&alice, &event("remove", None))
+        .await
+        .expect("save user");
+    let found = store.lookup(&k.hash).await.expect("lookup").expect("found");
+    assert_eq!(found.owner, Some(alice.clone()));
+    assert_eq!(
+        store.get_user("acme", "alice").await.expect("get"),
+        Some(alice)
+    );
+    assert_eq!(store.get_user("acme", "zed").await.expect("get"), None);
+    let s = store
+        .lookup(&service.hash)
+        .await
+        .expect("lookup")
+        .expect("found");
+    assert_eq!(s.owner, None);
+}
+
+#[tokio::test]
+async fn list_filters_by_org_and_workspace_oldest_first() {
+    let dir = TempDir::new().expect("tempdir");
+    let store = open(&dir);
+    save(
+        &store,
+        &[
+            key("key_c", "acme", &["ws1"], 30),
+            key("key_a", "acme", &["*"], 10),
+            key("key_b", "acme", &["ws2"], 20),
+            key("key_g", "globex", &["ws1"], 5),
+            // Same created_at as key_a: ties go by id.
+            key("key_0", "acme", &["ws1"], 10),
+        ],
+    )
+    .await;
+    let list = |org: Option<&str>, ws: Option<&str>| {
+        let filter = KeyFilter {
+            org: org.map(str::to_owned),
+            workspace: ws.map(str::to_owned),
+        };
+        let store = &store;
+        async move { store.list_keys(&filter).await.expect("list") }
+    };
+    assert_eq!(
+        ids(&list(None, None).await),
+        ["key_g", "key_0", "key_a", "key_b", "key_c"]
+    );
+    assert_eq!(
+        ids(&list(Some("acme"), None).await),
+        ["key_0", "key_a", "key_b", "key_c"]
+    );
+    assert_eq!(
+        ids(&list(Some("acme"), Some("ws1")).await),
+        ["key_0", "key_a", "key_c"]
+    );
+    assert_eq!(
+        ids(&list(Some("acme"), Some("ws2")).await),
+        ["key_a", "key_b"]
+    );
+    assert_eq!(ids(&list(Some("acme"), Some("ws9")).await), ["key_a"]);
+    assert_eq!(
+        ids(&list(None, Some("ws1")).await),
+        ["key_g", "key_0", "key_a", "key_c"]
+    );
+    assert!(list(Some("initech"), None).await.is_empty());
+}
+
+#[tokio::test]
+async fn save_user_publishes_the_hashes_of_the_owners_keys() {
+    let dir = TempDir::new().expect("tempdir");
+    let store = open(&dir);
+    let a1 = personal("key_a1", "acme", "alice", 1);
+    let a2 = personal("key_a2", "acme", "alice", 2);
+    let b = personal("key_b", "acme", "bob", 3);
+    let elsewhere = personal("key_ga", "globex", "alice", 4);
+    save(&store, &[a1.clone(), a2.clone(), b, elsewhere]).await;
+    assert!(store.user_owns_keys("acme", "alice").await.expect("owns"));
+    assert!(!store.user_owns_keys("acme", "carol").await.expect("owns"));
+    assert!(!store
+        .user_owns_keys("initech", "alice")
+        .await
+        .expect("owns"));
+
+    let cursor = store.change_cursor().await.expect("cursor");
+    store
+        .save_user(&user("acme", "alice", true), &event("user.remove", None))
+        .await
+        .expect("save user");
+    let batch = store.changes_since(cursor).await.expect("changes");
+    let mut want = vec![a1.hash, a2.hash];
+    want.sort_unstable();
+    assert_eq!(batch.evict, want);
+    assert!(!batch.evict_all);
+    assert_eq!(batch.cursor, cursor + 2);
+
+    // Restoring updates the row in place.
+    store
+        .save_user(&user("acme", "alice", false), &event("user.restore", None))
+        .await
+        .expect("save user");
+    let alice = store
+        .get_user("acme", "alice")
+        .await
+        .expect("get")
+        .expect("some");
+    assert!(!alice.removed);
+
+    // A user without keys changes no answer: nothing to publish.
+    let cursor = store.change_cursor().await.expect("cursor");
+    store
+        .save_user(
+            &user("acme", "carol", false),
+            &event("user.set-roles", None),
+        )
+        .await
+        .expect("save user");
+    assert_eq!(store.change_cursor().await.expect("cursor"), cursor);
+}
+
+#[tokio::test]
+async fn delete_removes_the_key_and_publishes_its_hash() {
+    let dir = TempDir::new().expect("tempdir");
+    let store = open(&dir);
+    let k = key("key_del", "acme", &["*"], 1);
+    save(&store, std::slice::from_ref(&k)).await;
+    let cursor = store.change_cursor().await.expect("cursor");
+
+    assert!(store
+        .delete_key("key_del", &event("delete", Some("key_del")))
+        .await
+        .expect("delete"));
+    assert_eq!(store.get_key("key_del").await.expect("get"), None);
+    assert!(store.lookup(&k.hash).await.expect("lookup").is_none());
+    let batch = store.changes_since(cursor).await.expect("changes");
+    assert_eq!((batch.evict, batch.evict_all), (vec![k.hash], false));
+    let query = AuditQuery {
+        key_id: Some("key_del".to_owned()),
+        before: None,
+        limit: 10,
+    };
+    let actions: Vec<String> = store
+        .audit(&query)
+        .await
+        .expect("audit")
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(actions, ["delete", "create"]);
+
+    // Absent: false, and neither an audit event nor a change is written.
+    let cursor = store.change_cursor().await.expect("cursor");
+    assert!(!store
+        .delete_key("key_del", &event("delete", Some("key_del")))
+        .await
+        .expect("delete"));
+    assert_eq!(store.change_cursor().await.expect("cursor"), cursor);
+    assert_eq!(store.audit(&query).await.expect("audit").len(), 2);
+}
+
+#[tokio::test]
+async fn audit_pages_newest_first() {
+    let dir = TempDir::new().expect("tempdir");
+    let store = open(&dir);
+    save(
+        &store,
+        &[
+            key("key_x", "acme", &["*"], 1),
+            key("key_y", "acme", &["*"], 1),
+        ],
+    )
+    .await;
+    for i in 0..5 {
+        let (id, action) = if i % 2 == 0 {
+            ("key_x", "rename")
+        } else {
+            ("key_y", "disable")
+        };
+        store
+            .save_keys(&[], &event(&format!("{action}{i}"), Some(id)))
+            .await
+            .expect("save");
+    }
+    let all = store
+        .audit(&AuditQuery {
+            key_id: None,
+            before: None,
+            limit: 100,
+        })
+        .await
+        .expect("audit");
+    let actions: Vec<&str> = all.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["rename4", "disable3", "rename2", "disable1", "rename0", "create"]
+    );
+    assert!(
+        all.windows(2).all(|w| w[0].id > w[1].id),
+        "ids descend and are assigned"
+    );
+    assert_eq!(all[0].details, serde_json::json!({ "note": "rename4" }));
+    assert_eq!(all[0].actor, "cli");
+    assert_eq!(all[0].key_id.as_deref(), Some("key_x"));
+    assert_eq!(all[1].key_id.as_deref(), Some("key_y"));
+
+    let page1 = store
+        .audit(&AuditQuery {
+            key_id: None,
+            before: None,
+            limit: 2,
+        })
+        .await
+        .expect("audit");
+    assert_eq!(page1, all[..2]);
+    let page2 = store
+        .audit(&AuditQuery {
+            key_id: None,
+            before: Some(page1[1].id),
+            limit: 2,
+        })
+        .await
+        .expect("audit");
+    assert_eq!(page2, all[2..4]);
+
+    let x = store
+        .audit(&AuditQuery {
+            key_id: Some("key_x".to_owned()),
+            before: None,
+            limit: 100,
+        })
+        .await
+        .expect("audit");
+    let x_actions: Vec<&str> = x.iter().map(|e| e.action.as_str()).collect();
+    // The "create" event names key_x (the first key of the batch).
+    assert_eq!(x_actions, ["rename4", "rename2", "rename0", "create"]);
+    let x_page = store
+        .audit(&AuditQuery {
+            key_id: Some("key_x".to_owned()),
+            before: Some(x[0].id),
+            limit: 1,
+        })
+        .await
+        .expect("audit");
+    assert_eq!(x_page, x[1..2]);
+}
+
+#[tokio::test]
+async fn record_last_used_never_moves_backwards() {
+    let dir = TempDir::new().expect("tempdir");
+    let store = open(&dir);
+    let k = key("key_u", "acme", &["*"], 1);
+    save(&store, std::slice::from_ref(&k)).await;
+    let cursor = store.change_cursor().await.expect("cursor");
+    let last_used = || async {
+        store
+            .get_key("key_u")
+            .await
+            .expect("get")
+            .expect("some")
+            .last_used_at
+    };
+
+    store
+        .record_last_used(&[("key_u".to_owned(), 500), ("key_unknown".to_owned(), 9)])
+        .await
+        .expect("record");
+    assert_eq!(last_used().await, Some(500));
+    store
+        .record_last_used(&[("key_u".to_owned(), 400)])
+        .await
+        .expect("record");
+    assert_eq!(last_used().await, Some(500));
+    store
+        .record_last_used(&[("key_u".to_owned(), 700)])
+        .await
+        .expect("record");
+    assert_eq!(last_used().await, Some(700));
+    // Not a verdict change: nothing on the feed.
+    assert_eq!(store.change_cursor().await.expect("cursor"), cursor);
+
+    // A save of a record read before the last record_last_used keeps the newer time…
+    save(
+        &store,
+        &[KeyRecord {
+            name: "renamed".to_owned(),
+            last_used_at: Some(600),
+            ..k.clone()
+        }],
+    )
+    .await;
+    let got = store.get_key("key_u").await.expect("get").expect("some");
+    assert_eq!(
+        (got.name.as_str(), got.last_used_at),
+        ("renamed", Some(700))
+    );
+    // …and one with no time at all does not erase it.
+    save(
+        &store,
+        &[KeyRecord {
+            last_used_at: None,
+            ..k.clone()
+        }],
+    )
+    .await;
+    assert_eq!(last_used().await, Some(700));
+    save(
+        &store,
+        &[KeyRecord {
+            last_used_at: Some(800),
+            ..k
+        }],
+    )
+    .await;
+    assert_eq!(last_used().await, Some(800));
+}
+
+#[tokio::test]
+async fn changes_since_follows_the_cursor() {
+    let dir = TempDir::new().expect("tempdir");
+    let store = open(&dir);
+    assert_eq!(store.change_cursor().await.expect("cursor"), 0);
+    let empty = store.changes_since(0).await.expect("changes");
+    assert_eq!(
+        empty,
+        ChangeBatch {
+            cursor: 0,
+            evict: vec![],
+            evict_all: false
+        }
+    );
+
+    let a = key("key_a", "acme", &["*"], 1);
+    let b = key("key_b", "acme", &["*"], 2);
+    save(&store, &[a.clone(), b.clone()]).await;
+    assert_eq!(store.change_cursor().await.expect("cursor"), 2);
+    let batch = store.changes_since(0).await.expect("changes");
+    let mut both = vec![a.hash, b.hash];
+    both.sort_unstable();
+    assert_eq!(
+        batch,
+        ChangeBatch {
+            cursor: 2,
+            evict: both,
+            evict_all: false
+        }
+    );
+
+    let batch = store.changes_since(1).await.expect("changes");
+    assert_eq!(
+        batch,
+        ChangeBatch {
+            cursor: 2,
+            evict: vec![b.hash],
+            evict_all: false
+        }
+    );
+    // Nothing new: the cursor stays.
+    let batch = store.changes_since(2).await.expect("changes");
+    assert_eq!(
+        batch,
+        ChangeBatch {
+            cursor: 2,
+            evict: vec![],
+            evict_all: false
+        }
+    );
+
+    // The same key twice is evicted once.
+    save(&store, std::slice::from_ref(&a)).await;
+    save(&store, std::slice::from_ref(&a)).await;
+    let batch = store.changes_since(2).await.expect("changes");
+    assert_eq!(
+        batch,
+        ChangeBatch {
+            cursor: 4,
+            evict: vec![a.hash],
+            evict_all: false
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_pruned_gap_evicts_everything() {
+    let dir = TempDir::new().expect("tempdir");
+    let store = open(&dir);
+    let keys: Vec<KeyRecord> = (0..3)
+        .map(|i| key(&format!("key_{i}"), "acme", &["*"], i))
+        .collect();
+    for k in &keys {
+        save(&store, std::slice::from_ref(k)).await;
+    }
+    // Rows 1 and 2 age past retention; the next write prunes them.
+    raw(&store, "UPDATE changes SET at = 0 WHERE seq <= 2");
+    let late = key("key_late", "acme", &["*"], 9);
+    save(&store, std::slice::from_ref(&late)).await;
+    let seqs: Vec<i64> = lock(&store.inner.writer)
+        .prepare("SELECT seq FROM changes ORDER BY seq")
+        .expect("prepare")
+        .query_map([], |row| row.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(seqs, [3, 4]);
+
+    // A reader at 1 missed seq 2: it cannot know which key that was.
+    let batch = store.changes_since(1).await.expect("changes");
+    assert!(batch.evict_all);
+    assert_eq!(batch.cursor, 4);
+    // A reader at 2 missed nothing.
+    let batch = store.changes_since(2).await.expect("changes");
+    assert!(!batch.evict_all);
+    assert_eq!(batch.evict.len(), 2);
+    assert_eq!(batch.cursor, 4);
+}
+
+#[tokio::test]
+async fn pruning_keeps_the_newest_change() {
+    let dir = TempDir::new().expect("tempdir");
+    let store = open(&dir);
+    save(
+        &store,
+        &[
+            key("key_a", "acme", &["*"], 1),
+            key("key_b", "acme", &["*"], 2),
+        ],
+    )
+    .await;
+    raw(&store, "UPDATE changes SET at = 0");
+    // A write that appends no change row still prunes, but leaves the newest row.
+    store
+        .save_user(
+            &user("acme", "nobody", false),
+            &event("user.set-roles", None),
+        )
+        .await
+        .expect("save user");
+    let rows: i64 = lock(&store.inner.writer)
+        .query_row("SELECT count(*) FROM changes", [], |row| row.get(0))
+        .expect("count");
+    assert_eq!(rows, 1);
+    assert_eq!(store.change_cursor().await.expect("cursor"), 2);
+    let batch = store.changes_since(2).await.expect("changes");
+    assert_eq!(
+        batch,
+        ChangeBatch {
+            cursor: 2,
+            evict: vec![],
+            evict_all: false
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_null_change_or_a_cursor_past_the_end_evicts_everything() {
+    let dir = TempDir::new().expect("tempdir");
+    let store = open(&dir);
+    let a = key("key_a", "acme", &["*"], 1);
+    save(&store, std::slice::from_ref(&a)).await;
+    raw(
+        &store,
+        &format!("INSERT INTO changes (at, hash) VALUES ({}, NULL)", now_ms()),
+    );
+    let batch = store.changes_since(1).await.expect("changes");
+    assert_eq!(batch.cursor, 2);
+    assert!(batch.evict_all);
+    let batch = store.changes_since(0).await.expect("changes");
+    assert_eq!(
+        (batch.cursor, batch.evict_all, batch.evict),
+        (2, true, vec![a.hash])
+    );
+
+    // A cursor from a file that had more changes (this one was replaced or restored).
+    let batch = store.changes_since(50).await.expect("changes");
+    assert_eq!(
+        batch,
+        ChangeBatch {
+            cursor: 2,
+            evict: vec![],
+            evict_all: true
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_huge_backlog_evicts_everything_in_one_batch() {
+    let dir = TempDir::new().expect("tempdir");
+    let store = open(&dir);
+    let keys: Vec<KeyRecord> = (0..=MAX_CHANGE_BATCH)
+        .map(|i| key(&format!("key_{i}"), "acme", &["*"], 1))
+        .collect();
+    save(&store, &keys).await;
+    let end = store.change_cursor().await.expect("cursor");
+    assert_eq!(end, keys.len() as u64);
+    let batch = store.changes_since(0).await.expect("changes");
+    assert_eq!(
+        batch,
+        ChangeBatch {
+            cursor: end,
+            evict: vec![],
+            evict_all: true
+        }
+    );
+}
+
+#[tokio::test]
+async fn reopening_keeps_data_and_migrations_are_idempotent() {
+    let dir = TempDir::new().expect("tempdir");
+    let k = key("key_keep", "acme", &["ws1"], 1);
+    {
+        let store = open(&dir);
+        save(&store, std::slice::from_ref(&k)).await;
+    }
+    let store = open(&dir);
+    assert_eq!(store.get_key("key_keep").await.expect("get"), Some(k));
+    assert_eq!(store.change_cursor().await.expect("cursor"), 1);
+    let version: i64 = lock(&store.inner.writer)
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .expect("version");
+    assert_eq!(version, schema::SUPPORTED_VERSION);
+    let mode: String = lock(&store.inner.writer)
+        .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+        .expect("journal mode");
+    assert_eq!(mode, "wal");
+    store.ping().await.expect("ping");
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused() {
+    let dir = TempDir::new().expect("tempdir");
+    let path = dir.path().join("data/keygate.db");
+    drop(EmbeddedStore::open(&path).expect("open"));
+    Connection::open(&path)
+        .expect("raw open")
+        .pragma_update(None, "user_version", 99)
+        .expect("bump version");
+    match EmbeddedStore::open(&path) {
+        Err(StoreError::SchemaTooNew {
+            found: 99,
+            supported,
+        }) => {
+            assert_eq!(supported, schema::SUPPORTED_VERSION);
+        }
+        Err(other) => panic!("wrong error: {other}"),
+        Ok(_) => panic!("a newer schema was opened"),
+    }
+}
+
+#[tokio::test]
+async fn an_unusable_path_is_an_open_error() {
+    let dir = TempDir::new().expect("tempdir");
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").expect("write");
+    match EmbeddedStore::open(&file.join("sub/keygate.db")) {
+        Err(StoreError::Open { path, .. }) => assert!(path.ends_with("keygate.db")),
+        Err(other) => panic!("wrong error: {other}"),
+        Ok(_) => panic!("opened below a file"),
+    }
+}
+
+#[tokio::test]
+async fn a_second_instance_on_the_same_file_sees_the_writes() {
+    // The CLI and the running gateway are two stores on one file.
+    let dir = TempDir::new().expect("tempdir");
+    let gateway = open(&dir);
+    let cli = open(&dir);
+    let k = key("key_shared", "acme", &["*"], 1);
+    let cursor = gateway.change_cursor().await.expect("cursor");
+    assert!(gateway.lookup(&k.hash).await.expect("lookup").is_none());
+
+    save(&cli, std::slice::from_ref(&k)).await;
+    let batch = gateway.changes_since(cursor).await.expect("changes");
+    assert_eq!(batch.evict, vec![k.hash]);
+    assert_eq!(
+        gateway
+            .lookup(&k.hash)
+            .await
+            .expect("lookup")
+            .expect("found")
+            .key,
+        k
+    );
+
+    let revoked = KeyRecord {
+        state: KeyState::Revoked,
+        revoked_at: Some(5),
+        ..k.clone()
+    };
+    save(&cli, std::slice::from_ref(&revoked)).await;
+    let batch = gateway.changes_since(batch.cursor).await.expect("changes");
+    assert_eq!((batch.evict, batch.evict_all), (vec![k.hash], false));
+    assert_eq!(
+        gateway
+            .lookup(&k.hash)
+            .await
+            .expect("lookup")
+            .expect("found")
+            .key,
+        revoked
+    );
+
+    // And the other way: the gateway's own writes reach the CLI.
+    gateway
+        .record_last_used(&[("key_shared".to_owned(), 42)])
+        .await
+        .expect("record");
+    let seen = cli.get_key("key_shared").await.expect("get").expect("some");
+    assert_eq!(seen.last_used_at, Some(42));
+}
+
+#[tokio::test]
+async fn a_corrupt_record_is_an_error_naming_the_key() {
+    let dir = TempDir::new().expect("tempdir");
+    let store = open(&dir);
+    let bad = key("key_bad", "acme", &["*"], 1);
+    let good = key("key_good", "acme", &["*"], 2);
+    save(&store, &[bad.clone(), good.clone()]).await;
+    raw(
+        &store,
+        "UPDATE keys SET record = '{\"name\": 3' WHERE id = 'key_bad'",
+    );
+
+    let is_corrupt = |r: Result<_, StoreError>| matches!(r, Err(StoreError::Corrupt { ref key_id, .. }) if key_id == "key_bad");
+    assert!(is_corrupt(store.lookup(&bad.hash).await.map(|_| ())));
+    assert!(is_corrupt(store.get_key("key_bad").await.map(|_| ())));
+    assert!(is_corrupt(
+        store.list_keys(&KeyFilter::default()).await.map(|_| ())
+    ));
+    // Other keys still answer, and the bad one can be deleted.
+    assert_eq!(store.get_key("key_good").await.expect("get"), Some(good));
+    assert!(store
+        .delete_key("key_bad", &event("delete", Some("key_bad")))
+        .await
+        .expect("delete"));
+    assert_eq!(
+        store
+            .list_keys(&KeyFilter::default())
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
+
+    // A hash of the wrong size is corrupt too.
+    raw(
+        &store,
+        "UPDATE keys SET hash = x'0102' WHERE id = 'key_good'",
+    );
+    assert!(matches!(
+        store.get_key("key_good").await,
+        Err(StoreError::Corrupt { ref key_id, .. }) if key_id == "key_good"
+    ));
+}
+
+#[tokio::test]
+async fn a_failed_save_writes_nothing() {
+    let dir = TempDir::new().expect("tempdir");
+    let store = open(&dir);
+    let a = key("key_a", "acme", &["*"], 1);
+    save(&store, std::slice::from_ref(&a)).await;
+    let cursor = store.change_cursor().await.expect("cursor");
+    // A second id with the same hash violates UNIQUE(hash): the whole batch rolls back.
+    let ok = key("key_ok", "acme", &["*"], 2);
+    let clash = KeyRecord {
+        id: "key_clash".to_owned(),
+        ..a
+    };
+    let err = store.save_keys(&[ok, clash], &event("create", None)).await;
+    assert!(matches!(err, Err(StoreError::Sqlite(_))), "{err:?}");
+    assert_eq!(store.get_key("key_ok").await.expect("get"), None);
+    assert_eq!(store.change_cursor().await.expect("cursor"), cursor);
+    let events = store
+        .audit(&AuditQuery {
+            key_id: None,
+            before: None,
+            limit: 10,
+        })
+        .await
+        .expect("audit");
+    assert_eq!(events.len(), 1);
+}

@@ -1,0 +1,117 @@
+//! Key stores: where key records, users and the audit log live. The gateway and the CLI
+//! see them only through `KeyStore`, so the embedded SQLite store and the Redis store
+//! (for fleets) are interchangeable and the cache can wrap either.
+
+pub mod embedded;
+mod record;
+
+pub use record::*;
+
+use crate::config::StoreConfig;
+use crate::key::KeyHash;
+use async_trait::async_trait;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("embedded store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot open the store at {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("store task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("the stored record of {key_id} cannot be read: {reason}")]
+    Corrupt { key_id: String, reason: String },
+    #[error(
+        "the store's schema version {found} is newer than this keygate supports ({supported})"
+    )]
+    SchemaTooNew { found: i64, supported: i64 },
+    #[error("store kind `{0}` is not supported by this version")]
+    Unsupported(&'static str),
+}
+
+/// What the auth step needs from one lookup: the key, and the owner's state for a
+/// personal key (removed, and the permissions an `--inherit` key follows).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lookup {
+    pub key: KeyRecord,
+    pub owner: Option<UserRecord>,
+}
+
+/// Keys whose cached answers are stale, from one read of the store's change feed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChangeBatch {
+    /// Position to ask from next time.
+    pub cursor: u64,
+    pub evict: Vec<KeyHash>,
+    /// The feed has a gap (pruned or lost): drop every cached answer.
+    pub evict_all: bool,
+}
+
+/// Which keys `list_keys` returns; `None` fields do not filter.
+#[derive(Debug, Clone, Default)]
+pub struct KeyFilter {
+    pub org: Option<String>,
+    /// Keys that may use this workspace (workspace keys of it, and org keys).
+    pub workspace: Option<String>,
+}
+
+#[async_trait]
+pub trait KeyStore: Send + Sync + 'static {
+    /// The auth path's lookup by hash. `None`: no such key (never created, or deleted).
+    async fn lookup(&self, hash: &KeyHash) -> Result<Option<Lookup>, StoreError>;
+
+    async fn get_key(&self, id: &str) -> Result<Option<KeyRecord>, StoreError>;
+
+    /// Keys by filter, oldest first.
+    async fn list_keys(&self, filter: &KeyFilter) -> Result<Vec<KeyRecord>, StoreError>;
+
+    /// Inserts or replaces `keys`, appends `event` and publishes their hashes on the change
+    /// feed, all in one transaction.
+    async fn save_keys(&self, keys: &[KeyRecord], event: &AuditEvent) -> Result<(), StoreError>;
+
+    /// Removes a key for good, with its audit event and change. `false`: no such key.
+    async fn delete_key(&self, id: &str, event: &AuditEvent) -> Result<bool, StoreError>;
+
+    async fn get_user(&self, org: &str, user: &str) -> Result<Option<UserRecord>, StoreError>;
+
+    /// Whether any key of `org` names `user` as its owner.
+    async fn user_owns_keys(&self, org: &str, user: &str) -> Result<bool, StoreError>;
+
+    /// Inserts or replaces a user, appends `event` and publishes the hashes of every key
+    /// the user owns in the org (their answers depend on the user).
+    async fn save_user(&self, user: &UserRecord, event: &AuditEvent) -> Result<(), StoreError>;
+
+    /// Audit events, newest first, optionally for one key, `before` an event id (paging).
+    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// Writes `last_used_at` for many keys at once (ids with unix-ms times). Never called
+    /// per request: the cache batches these.
+    async fn record_last_used(&self, batch: &[(String, i64)]) -> Result<(), StoreError>;
+
+    /// The current end of the change feed (where a new gateway starts reading).
+    async fn change_cursor(&self) -> Result<u64, StoreError>;
+
+    /// Changes after `cursor`. Returns promptly (the caller polls).
+    async fn changes_since(&self, cursor: u64) -> Result<ChangeBatch, StoreError>;
+
+    /// Cheap reachability check for `/readyz`.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Opens the store the config names.
+pub async fn open(config: &StoreConfig) -> Result<Arc<dyn KeyStore>, StoreError> {
+    match config {
+        StoreConfig::Embedded { path, .. } => {
+            let path = path.clone();
+            let store =
+                tokio::task::spawn_blocking(move || embedded::EmbeddedStore::open(&path)).await??;
+            Ok(Arc::new(store))
+        }
+        StoreConfig::Redis { .. } => Err(StoreError::Unsupported("redis")),
+    }
+}

@@ -1,0 +1,113 @@
+//! The records a store keeps. Times are unix milliseconds (UTC); JSON shows RFC 3339.
+
+use crate::key::KeyHash;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyType {
+    Service,
+    Personal,
+}
+
+impl KeyType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyType::Service => "service",
+            KeyType::Personal => "personal",
+        }
+    }
+}
+
+/// The lifecycle state a key was put in. Expiry is not a state: it is checked against
+/// `expires_at` on every request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyState {
+    Active,
+    Disabled,
+    Revoked,
+}
+
+/// The workspace list that means "every workspace of the org".
+pub const ALL_WORKSPACES: &str = "*";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyRecord {
+    pub id: String,
+    pub hash: KeyHash,
+    pub name: String,
+    pub org: String,
+    /// `["*"]` for an org key, else exactly one workspace.
+    pub workspaces: Vec<String>,
+    pub key_type: KeyType,
+    /// Personal keys only.
+    pub owner: Option<String>,
+    /// Empty for `inherit` keys.
+    pub roles: Vec<String>,
+    /// Follows the owner's recorded roles instead of its own.
+    pub inherit: bool,
+    /// Resolved from `roles` at creation, sorted; empty for `inherit` keys.
+    pub permissions: Vec<String>,
+    pub expires_at: Option<i64>,
+    pub metadata: BTreeMap<String, String>,
+    /// Stored as given (`100/s`); enforced by a later version.
+    pub rate_limit: Option<String>,
+    pub state: KeyState,
+    pub created_at: i64,
+    pub created_by: String,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    /// Set on the key a rotation replaced: the id of its successor.
+    pub rotated_to: Option<String>,
+}
+
+impl KeyRecord {
+    pub fn is_org_key(&self) -> bool {
+        self.workspaces.iter().any(|w| w == ALL_WORKSPACES)
+    }
+
+    pub fn is_expired_at(&self, now_ms: i64) -> bool {
+        self.expires_at.is_some_and(|t| now_ms >= t)
+    }
+}
+
+/// A user of an org as keygate knows it: whether removed, and the roles recorded by
+/// `users set-roles` (with their permissions resolved then) for `inherit` keys.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UserRecord {
+    pub org: String,
+    pub user: String,
+    pub removed: bool,
+    pub roles: Vec<String>,
+    pub permissions: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Assigned by the store; 0 before it is written.
+    pub id: i64,
+    pub at: i64,
+    pub action: String,
+    pub key_id: Option<String>,
+    pub actor: String,
+    /// Action-specific facts: `{"new_key_id": …}` for rotate, `{"org", "user"}` for users.
+    pub details: serde_json::Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditQuery {
+    pub key_id: Option<String>,
+    /// Only events with an id below this (the previous page's last id).
+    pub before: Option<i64>,
+    pub limit: usize,
+}
+
+/// Now, as unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
