@@ -10,6 +10,7 @@
 //! a few read connections serve lookups, so a bulk write never stalls the auth path.
 
 mod codec;
+mod feed;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -29,14 +30,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 /// Read connections per store. Lookups are point queries of microseconds; a few
 /// connections keep concurrent cache misses from queueing behind each other.
 const READERS: usize = 3;
-
-/// Change rows older than this are pruned. The gateway polls every ~250 ms, so only a
-/// gateway stopped for longer than this misses rows, and then it sees the gap.
-const CHANGE_RETENTION_MS: i64 = 60 * 60 * 1000;
-
-/// At most this many change rows per `changes_since`. Past it (a bulk import), dropping
-/// the whole cache is cheaper than evicting key by key, and keeps every poll bounded.
-const MAX_CHANGE_BATCH: usize = 4096;
 
 pub struct EmbeddedStore {
     inner: Arc<Inner>,
@@ -132,23 +125,6 @@ fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Appends one change row; `None` tells every gateway to drop its whole cache.
-fn publish(tx: &Transaction<'_>, at: i64, hash: Option<&KeyHash>) -> Result<(), StoreError> {
-    tx.prepare_cached("INSERT INTO changes (at, hash) VALUES (?1, ?2)")?
-        .execute(params![at, hash.map(|h| &h.0[..])])?;
-    Ok(())
-}
-
-/// Drops change rows past retention, in the write that just appended newer ones. The
-/// newest row always stays: it carries the cursor, so `max(seq)` never goes back.
-fn prune_changes(tx: &Transaction<'_>, now: i64) -> Result<(), StoreError> {
-    tx.prepare_cached(
-        "DELETE FROM changes WHERE at < ?1 AND seq < (SELECT max(seq) FROM changes)",
-    )?
-    .execute([now - CHANGE_RETENTION_MS])?;
-    Ok(())
-}
-
 /// Appends `event`; the store assigns its id.
 fn append_audit(tx: &Transaction<'_>, event: &AuditEvent) -> Result<(), StoreError> {
     tx.prepare_cached(
@@ -178,7 +154,7 @@ fn save_keys_tx(
             .query_row([&key.id], |row| row.get(0))
             .optional()?;
         if let Some(old) = old.filter(|old| old[..] != key.hash.0[..]) {
-            publish(tx, now, codec::hash_from_bytes(&old).as_ref())?;
+            feed::publish(tx, now, codec::hash_from_bytes(&old).as_ref())?;
         }
         // last_used_at belongs to record_last_used, which may have written a newer time
         // since the caller read this record: keep the later of the two.
@@ -206,10 +182,10 @@ fn save_keys_tx(
             key.created_at,
             key.last_used_at,
         ])?;
-        publish(tx, now, Some(&key.hash))?;
+        feed::publish(tx, now, Some(&key.hash))?;
     }
     append_audit(tx, event)?;
-    prune_changes(tx, now)
+    feed::prune(tx, now)
 }
 
 fn delete_key_tx(tx: &Transaction<'_>, id: &str, event: &AuditEvent) -> Result<bool, StoreError> {
@@ -222,9 +198,9 @@ fn delete_key_tx(tx: &Transaction<'_>, id: &str, event: &AuditEvent) -> Result<b
     };
     let now = now_ms();
     // A hash that does not decode cannot be evicted alone: evict everything instead.
-    publish(tx, now, codec::hash_from_bytes(&hash).as_ref())?;
+    feed::publish(tx, now, codec::hash_from_bytes(&hash).as_ref())?;
     append_audit(tx, event)?;
-    prune_changes(tx, now)?;
+    feed::prune(tx, now)?;
     Ok(true)
 }
 
@@ -254,80 +230,7 @@ fn save_user_tx(
     )?
     .execute(params![now, user.org, user.user])?;
     append_audit(tx, event)?;
-    prune_changes(tx, now)
-}
-
-fn changes_since_tx(conn: &mut Connection, cursor: u64) -> Result<ChangeBatch, StoreError> {
-    // One snapshot for both queries, so the max below matches the rows above.
-    let tx = conn.transaction()?;
-    let after = i64::try_from(cursor).unwrap_or(i64::MAX);
-    let mut rows: Vec<(i64, Option<Vec<u8>>)> = Vec::new();
-    {
-        let mut stmt = tx
-            .prepare_cached("SELECT seq, hash FROM changes WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
-        let limit = i64::try_from(MAX_CHANGE_BATCH + 1).expect("a small constant fits i64");
-        let mut it = stmt.query(params![after, limit])?;
-        while let Some(row) = it.next()? {
-            rows.push((row.get(0)?, row.get(1)?));
-        }
-    }
-    let max_seq = || -> Result<u64, StoreError> {
-        let max: i64 = tx.query_row("SELECT coalesce(max(seq), 0) FROM changes", [], |row| {
-            row.get(0)
-        })?;
-        Ok(u64::try_from(max).unwrap_or(0))
-    };
-    let Some(&(first, _)) = rows.first() else {
-        // Nothing new, the common case. A cursor past the end means the file was replaced
-        // (restored from a backup, recreated): whatever the caller cached came from another
-        // file, so it must all go.
-        let max = max_seq()?;
-        if max < cursor {
-            tracing::warn!(
-                cursor,
-                max,
-                "change feed is behind the caller's cursor; evicting all"
-            );
-            return Ok(ChangeBatch {
-                cursor: max,
-                evict: Vec::new(),
-                evict_all: true,
-            });
-        }
-        return Ok(ChangeBatch {
-            cursor,
-            evict: Vec::new(),
-            evict_all: false,
-        });
-    };
-    if rows.len() > MAX_CHANGE_BATCH {
-        return Ok(ChangeBatch {
-            cursor: max_seq()?,
-            evict: Vec::new(),
-            evict_all: true,
-        });
-    }
-    // seq has no holes except pruned rows (see the schema), so a first row past
-    // cursor + 1 means the caller missed changes it can no longer learn.
-    let mut evict_all =
-        u64::try_from(first).map_or(true, |first| first > cursor.saturating_add(100));
-    let mut evict = Vec::with_capacity(rows.len());
-    let mut last = cursor;
-    for (seq, hash) in rows {
-        last = u64::try_from(seq).unwrap_or(last);
-        match hash.as_deref().map(codec::hash_from_bytes) {
-            Some(Some(hash)) => evict.push(hash),
-            // NULL (evict everything), or a hash that does not decode.
-            _ => evict_all = true,
-        }
-    }
-    evict.sort_unstable();
-    evict.dedup();
-    Ok(ChangeBatch {
-        cursor: last,
-        evict,
-        evict_all,
-    })
+    feed::prune(tx, now)
 }
 
 #[async_trait]
@@ -517,7 +420,8 @@ impl KeyStore for EmbeddedStore {
     }
 
     async fn changes_since(&self, cursor: u64) -> Result<ChangeBatch, StoreError> {
-        self.read(move |conn| changes_since_tx(conn, cursor)).await
+        self.read(move |conn| feed::changes_since(conn, cursor))
+            .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

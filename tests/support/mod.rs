@@ -1,0 +1,296 @@
+//! Test harness: a real upstream, a real gateway and the real CLI binary, each on
+//! `127.0.0.1:0` with its own temp dir. Nothing shared between tests.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use keygate::config::Config;
+use keygate::gateway::Gateway;
+use keygate::server::Running;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+type UpBody = http_body_util::Either<Full<Bytes>, ChannelBody>;
+
+/// A streaming body fed through a channel: each item is one frame, sent when it comes.
+pub struct ChannelBody(pub mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+/// The test upstream:
+/// - any path: 200 with the request as JSON (keygate's demo echo);
+/// - `/stream`: a chunked body whose chunks are released one by one through `release`;
+/// - `/slow`: answers after 3 s (for upstream timeouts).
+pub struct Upstream {
+    pub addr: SocketAddr,
+    /// Send one item to let `/stream` emit its next chunk; drop to end it.
+    pub release: mpsc::Sender<()>,
+}
+
+pub async fn start_upstream() -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+    let addr = listener.local_addr().expect("addr");
+    let (release_tx, release_rx) = mpsc::channel::<()>(16);
+    let release_rx = Arc::new(tokio::sync::Mutex::new(release_rx));
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let release_rx = release_rx.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let release_rx = release_rx.clone();
+                    async move {
+                        let resp: Response<UpBody> = match req.uri().path() {
+                            "/stream" => {
+                                let (tx, rx) = mpsc::channel::<Bytes>(4);
+                                tokio::spawn(async move {
+                                    let mut rel = release_rx.lock().await;
+                                    for i in 0..3 {
+                                        if rel.recv().await.is_none() {
+                                            break;
+                                        }
+                                        if tx.send(Bytes::from(format!("chunk-{i}\n"))).await.is_err() {
+                                            break;
+                                        }
+                                    }
+                                });
+                                Response::new(http_body_util::Either::Right(ChannelBody(rx)))
+                            }
+                            "/slow" => {
+                                tokio::time::sleep(Duration::from_secs(3)).await;
+                                Response::new(http_body_util::Either::Left(Full::new(Bytes::from_static(b"slow"))))
+                            }
+                            _ => keygate::demo::echo(&req).map(http_body_util::Either::Left),
+                        };
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    Upstream { addr, release: release_tx }
+}
+
+/// The default test config: routes over the upstream, roles viewer/editor, a key header
+/// and a query parameter, workspace rules by header and by path segment.
+pub fn base_yaml(upstream: SocketAddr, db: &std::path::Path) -> String {
+    format!(
+        r#"
+listen: 127.0.0.1:0
+store: {{ kind: embedded, path: "{db}", poll_interval: 100ms }}
+cache: {{ max_entries: 1000, ttl: 30s, negative_ttl: 5s, stale_if_error: 5m }}
+keys: {{ prefix: kg, header: x-api-key, query_param: api_key }}
+roles:
+  viewer: [models:read]
+  editor: [models:read, models:write]
+upstreams:
+  api: {{ targets: ["http://{upstream}"], connect_timeout: 1s, timeout: 1s }}
+  dead: {{ targets: ["http://127.0.0.1:1"], connect_timeout: 1s, timeout: 1s }}
+routes:
+  - {{ path: /v1/models, methods: [GET], upstream: api, permissions: [models:read] }}
+  - {{ path: /v1/models, methods: [POST], upstream: api, permissions: [models:write] }}
+  - {{ path: /v1/ws, upstream: api, permissions: [models:read], workspace: {{ header: x-workspace-id }} }}
+  - {{ path: /v1/orgs, upstream: api, workspace: {{ path_segment: 3 }} }}
+  - {{ path: /v1, upstream: api }}
+  - {{ path: /public, upstream: api, auth: none }}
+  - {{ path: /dead, upstream: dead }}
+  - {{ path: /slow, upstream: api }}
+  - {{ path: /stream, upstream: api }}
+  - {{ path: /hosted, host: api.example.com, upstream: api }}
+"#,
+        db = db.display()
+    )
+}
+
+/// A gateway served in-process, its store file and config file, and the CLI binary
+/// pointed at the same config.
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub config: Config,
+    pub gateway: Arc<Gateway>,
+    running: Option<Running>,
+    pub upstream: Upstream,
+}
+
+impl TestGateway {
+    pub async fn start() -> TestGateway {
+        Self::start_with(|y| y).await
+    }
+
+    /// `edit` may rewrite the default YAML before it is loaded.
+    pub async fn start_with(edit: impl FnOnce(String) -> String) -> TestGateway {
+        let upstream = start_upstream().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("keygate.db");
+        let yaml = edit(base_yaml(upstream.addr, &db));
+        let config_path = dir.path().join("keygate.yaml");
+        std::fs::write(&config_path, &yaml).expect("write config");
+        let config = Config::load(&config_path).expect("test config is valid");
+        let store = keygate::store::open(&config.store).await.expect("open store");
+        let gateway = Arc::new(Gateway::new(&config, store));
+        gateway.spawn_background(&config);
+        let running = keygate::server::start(&config, gateway.clone()).await.expect("start gateway");
+        TestGateway {
+            addr: running.addr,
+            dir,
+            config_path,
+            config,
+            gateway,
+            running: Some(running),
+            upstream,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Runs the real `keygate` binary with `--config <this config> --json`.
+    pub fn cli(&self, args: &[&str]) -> CliOutput {
+        cli(&self.config_path, args)
+    }
+
+    /// Creates a key with the CLI and returns (id, secret).
+    pub fn create_key(&self, args: &[&str]) -> (String, String) {
+        let mut all = vec!["keys", "create"];
+        all.extend_from_slice(args);
+        let out = self.cli(&all);
+        assert!(out.ok, "create failed: {}", out.stderr);
+        let id = out.json["id"].as_str().expect("id").to_owned();
+        let key = out.json["key"].as_str().expect("key").to_owned();
+        (id, key)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown(Duration::from_secs(2)).await;
+        }
+    }
+}
+
+pub struct CliOutput {
+    pub ok: bool,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub json: serde_json::Value,
+}
+
+pub fn cli(config: &std::path::Path, args: &[&str]) -> CliOutput {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .arg("--config")
+        .arg(config)
+        .arg("--json")
+        .args(args)
+        .env_remove("KEYGATE_CONFIG")
+        .output()
+        .expect("run keygate binary");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    CliOutput {
+        ok: out.status.success(),
+        code: out.status.code(),
+        json: serde_json::from_str(stdout.trim()).unwrap_or(serde_json::Value::Null),
+        stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A finished response, body collected.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The `error.code` of a refusal.
+    pub fn code(&self) -> String {
+        self.json()["error"]["code"].as_str().unwrap_or("").to_owned()
+    }
+
+    /// Headers the upstream received (echo routes), lower-case names.
+    pub fn upstream_headers(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.json()["headers"].as_object().cloned().unwrap_or_default()
+    }
+}
+
+/// Sends one HTTP/1.1 request with the given headers (repeated names allowed).
+pub async fn send(method: Method, url: &str, headers: &[(&str, &str)]) -> Reply {
+    send_body(method, url, headers, Bytes::new()).await
+}
+
+pub async fn get(url: &str, headers: &[(&str, &str)]) -> Reply {
+    send(Method::GET, url, headers).await
+}
+
+pub async fn send_body(method: Method, url: &str, headers: &[(&str, &str)], body: Bytes) -> Reply {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut req = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(body)).expect("request");
+    let resp = client.request(req).await.expect("request sent");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// Polls `f` until it returns true or `within` passes; returns whether it did. For
+/// eventual effects (a CLI change seen by the gateway), not for timing assertions.
+pub async fn eventually<F, Fut>(within: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if f().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+pub fn bearer(key: &str) -> String {
+    format!("Bearer {key}")
+}
+
+pub fn frame_text(f: &Frame<Bytes>) -> String {
+    f.data_ref().map(|d| String::from_utf8_lossy(d).into_owned()).unwrap_or_default()
+}
