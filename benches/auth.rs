@@ -64,9 +64,14 @@ fn setup(rt: &tokio::runtime::Runtime) -> Setup {
         let auth = Authenticator::new(&config, cache);
         let secret = secret.expose().to_owned();
         // Warm the cache: the timed loop only ever hits.
-        auth.authenticate(&secret, now_ms()).await.expect("key admitted");
+        auth.authenticate(&secret, now_ms())
+            .await
+            .expect("key admitted");
         let mut headers = HeaderMap::new();
-        headers.insert(http::header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {secret}")).expect("header"));
+        headers.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {secret}")).expect("header"),
+        );
         Setup {
             _dir: dir,
             auth,
@@ -78,19 +83,33 @@ fn setup(rt: &tokio::runtime::Runtime) -> Setup {
 }
 
 fn benches(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let s = setup(&rt);
     let format = KeyFormat::new("kg");
 
-    c.bench_function("key_format_check", |b| b.iter(|| format.check(black_box(&s.secret)).is_ok()));
-    c.bench_function("sha256_key", |b| b.iter(|| KeyHash::of(black_box(s.secret.as_bytes()))));
+    c.bench_function("key_format_check", |b| {
+        b.iter(|| format.check(black_box(&s.secret)).is_ok())
+    });
+    c.bench_function("sha256_key", |b| {
+        b.iter(|| KeyHash::of(black_box(s.secret.as_bytes())))
+    });
 
     let route = &s.config.routes[0];
     c.bench_function("verdict_cache_hit", |b| {
         b.to_async(&rt).iter(|| async {
             let cred = extract_credential(&s.headers, None, &s.auth.sources).expect("credential");
-            let key = s.auth.authenticate(&cred, now_ms()).await.expect("admitted");
-            let p = s.auth.authorize(key, route, &s.headers, "/v1/models").expect("authorized");
+            let key = s
+                .auth
+                .authenticate(&cred, now_ms())
+                .await
+                .expect("admitted");
+            let p = s
+                .auth
+                .authorize(key, route, &s.headers, "/v1/models")
+                .expect("authorized");
             black_box(p);
         })
     });
@@ -101,7 +120,14 @@ fn benches(c: &mut Criterion) {
         let _ = s.auth.authenticate(&unknown, now_ms()).await;
     });
     c.bench_function("verdict_negative_cache_hit", |b| {
-        b.to_async(&rt).iter(|| async { black_box(s.auth.authenticate(black_box(&unknown), now_ms()).await.is_err()) })
+        b.to_async(&rt).iter(|| async {
+            black_box(
+                s.auth
+                    .authenticate(black_box(&unknown), now_ms())
+                    .await
+                    .is_err(),
+            )
+        })
     });
 }
 

@@ -17,14 +17,17 @@ for tool in wrk nginx haproxy curl python3; do
   command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y wrk nginx haproxy curl" >&2; exit 1; }
 done
 
-# The harness expects its upstream binary in its own tree.
-if [ ! -x "$BENCH/upstream/target/release/bench-upstream" ]; then
-  (cd "$BENCH/upstream" && cargo build --release)
-fi
 (cd "$ROOT" && cargo build --release --locked --bin keygate)
 BIN=$ROOT/target/release/keygate
 
+# The harness looks for its upstream binary inside its own tree, and shared/ is not ours
+# to write: run a copy of it, with the upstream built into our work dir.
 rm -rf "$WORK" && mkdir -p "$WORK"
+cp -r "$BENCH" "$WORK/harness" && chmod -R u+w "$WORK/harness"
+UP_TARGET=${UP_TARGET:-/tmp/bench-upstream-target}
+(cd "$WORK/harness/upstream" && CARGO_TARGET_DIR=$UP_TARGET cargo build --release)
+mkdir -p "$WORK/harness/upstream/target/release"
+ln -sf "$UP_TARGET/release/bench-upstream" "$WORK/harness/upstream/target/release/bench-upstream"
 common() { # common PORT AUTH
   cat <<YAML
 listen: 127.0.0.1:$1
@@ -57,4 +60,4 @@ X
 export OHA_BIN=${OHA_BIN:-$(command -v true)}
 KEY=$KEY EXTRA_PEERS_FILE=$WORK/extra-peers \
   PEERS=${PEERS:-"direct nginx-plain nginx-key haproxy-plain haproxy-key"} \
-  "$BENCH/run-peers.sh"
+  "$WORK/harness/run-peers.sh"

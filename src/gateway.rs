@@ -7,8 +7,8 @@ use crate::auth::{extract_credential, AuthError, Authenticator, IdentityNames};
 use crate::cache::{CacheSettings, CachedKey, KeyCache};
 use crate::config::Config;
 use crate::error::GatewayError;
-use crate::proxy::headers;
 use crate::proxy::Upstream;
+use crate::proxy::{headers, upgrade};
 use crate::route::{normalize_path, Router};
 use crate::store::{now_ms, KeyStore};
 use bytes::Bytes;
@@ -101,7 +101,10 @@ impl Gateway {
         let method = req.method().clone();
         let resp = match self.handle_inner(req, peer, &mut ctx).await {
             Ok(mut resp) => {
-                headers::remove_hop_by_hop(resp.headers_mut());
+                // A 101's Connection/Upgrade are the handshake itself: keep them.
+                if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                    headers::remove_hop_by_hop(resp.headers_mut());
+                }
                 resp.headers_mut()
                     .insert(headers::X_REQUEST_ID, ctx.request_id.clone());
                 resp.map(Either::Left)
@@ -189,15 +192,30 @@ impl Gateway {
                     .map_err(|_| GatewayError::BadPath(crate::route::PathError::BadEncoding))?
             }
         };
+        let upgrade = upgrade::requested(hdrs);
         headers::remove_hop_by_hop(hdrs);
+        let client_upgrade = match &upgrade {
+            Some(protocol) => {
+                upgrade::restore(hdrs, protocol.clone());
+                parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+            }
+            None => None,
+        };
+        let hdrs = &mut parts.headers;
         headers::set_forwarded(hdrs, peer.ip(), self.https, host_header);
         if !hdrs.contains_key(headers::X_REQUEST_ID) {
             hdrs.insert(headers::X_REQUEST_ID, ctx.request_id.clone());
         }
         let upstream = &self.upstreams[route.upstream];
-        Ok(upstream
+        let mut resp = upstream
             .forward(Request::from_parts(parts, body), pq)
-            .await?)
+            .await?;
+        if let (Some(client), http::StatusCode::SWITCHING_PROTOCOLS) =
+            (client_upgrade, resp.status())
+        {
+            upgrade::splice(client, hyper::upgrade::on(&mut resp));
+        }
+        Ok(resp)
     }
 }
 

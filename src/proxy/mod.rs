@@ -3,6 +3,7 @@
 //! Bodies are never buffered: the client's body streams up, the upstream's streams back.
 
 pub mod headers;
+pub mod upgrade;
 
 use crate::config::UpstreamConfig;
 use http::uri::{Authority, PathAndQuery, Scheme};
