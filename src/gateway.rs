@@ -148,10 +148,14 @@ impl Gateway {
 
         // 1. Normalize before routing: rules must see the path the upstream will act on.
         let path = normalize_path(uri.path())?;
-        let (host_header, host) = request_host(&parts.headers, uri);
+        let host_header = request_host(&parts.headers, uri);
         let (route_ix, route) = self
             .router
-            .find(host.as_deref(), &parts.method, &path)
+            .find(
+                host_header.as_ref().and_then(host_name),
+                &parts.method,
+                &path,
+            )
             .ok_or(GatewayError::NoRoute)?;
         ctx.route = Some(route_ix);
 
@@ -219,25 +223,22 @@ impl Gateway {
     }
 }
 
-/// The request's host: the raw value (for X-Forwarded-Host) and the bare host name
-/// (no port) for routing. HTTP/2 carries it in the URI, HTTP/1.1 in `Host`.
-fn request_host(
-    headers: &http::HeaderMap,
-    uri: &http::Uri,
-) -> (Option<HeaderValue>, Option<String>) {
-    let raw = headers.get(HOST).cloned().or_else(|| {
+/// The request's host as sent (for routing and X-Forwarded-Host). HTTP/2 carries it in
+/// the URI, HTTP/1.1 in `Host`.
+fn request_host(headers: &http::HeaderMap, uri: &http::Uri) -> Option<HeaderValue> {
+    headers.get(HOST).cloned().or_else(|| {
         uri.authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
-    let host = raw.as_ref().and_then(|v| v.to_str().ok()).map(|s| {
-        let s = if let Some(rest) = s.strip_prefix('[') {
-            rest.split(']').next().unwrap_or(rest)
-        } else {
-            s.rsplit_once(':').map_or(s, |(h, _)| h)
-        };
-        s.to_owned()
-    });
-    (raw, host)
+    })
+}
+
+/// The host name of a Host value, without port (`[::1]:80` -> `::1`).
+fn host_name(v: &HeaderValue) -> Option<&str> {
+    let s = v.to_str().ok()?;
+    Some(match s.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(rest),
+        None => s.rsplit_once(':').map_or(s, |(h, _)| h),
+    })
 }
 
 /// Removes every copy of the credential from headers (Bearer Authorization and the
@@ -273,6 +274,17 @@ fn strip_query_param<'a>(q: &'a str, param: &str) -> Option<Cow<'a, str>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_names() {
+        let h = |s: &'static str| HeaderValue::from_static(s);
+        assert_eq!(
+            host_name(&h("api.example.com:8080")),
+            Some("api.example.com")
+        );
+        assert_eq!(host_name(&h("api.example.com")), Some("api.example.com"));
+        assert_eq!(host_name(&h("[::1]:8080")), Some("::1"));
+    }
 
     #[test]
     fn query_param_removed() {

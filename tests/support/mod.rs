@@ -47,13 +47,17 @@ pub struct Upstream {
 }
 
 pub async fn start_upstream() -> Upstream {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind upstream");
     let addr = listener.local_addr().expect("addr");
     let (release_tx, release_rx) = mpsc::channel::<()>(16);
     let release_rx = Arc::new(tokio::sync::Mutex::new(release_rx));
     tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
             let release_rx = release_rx.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req: Request<Incoming>| {
@@ -68,7 +72,11 @@ pub async fn start_upstream() -> Upstream {
                                         if rel.recv().await.is_none() {
                                             break;
                                         }
-                                        if tx.send(Bytes::from(format!("chunk-{i}\n"))).await.is_err() {
+                                        if tx
+                                            .send(Bytes::from(format!("chunk-{i}\n")))
+                                            .await
+                                            .is_err()
+                                        {
                                             break;
                                         }
                                     }
@@ -77,7 +85,9 @@ pub async fn start_upstream() -> Upstream {
                             }
                             "/slow" => {
                                 tokio::time::sleep(Duration::from_secs(3)).await;
-                                Response::new(http_body_util::Either::Left(Full::new(Bytes::from_static(b"slow"))))
+                                Response::new(http_body_util::Either::Left(Full::new(
+                                    Bytes::from_static(b"slow"),
+                                )))
                             }
                             _ => keygate::demo::echo(&req).map(http_body_util::Either::Left),
                         };
@@ -90,7 +100,10 @@ pub async fn start_upstream() -> Upstream {
             });
         }
     });
-    Upstream { addr, release: release_tx }
+    Upstream {
+        addr,
+        release: release_tx,
+    }
 }
 
 /// The default test config: routes over the upstream, roles viewer/editor, a key header
@@ -150,10 +163,14 @@ impl TestGateway {
         let config_path = dir.path().join("keygate.yaml");
         std::fs::write(&config_path, &yaml).expect("write config");
         let config = Config::load(&config_path).expect("test config is valid");
-        let store = keygate::store::open(&config.store).await.expect("open store");
+        let store = keygate::store::open(&config.store)
+            .await
+            .expect("open store");
         let gateway = Arc::new(Gateway::new(&config, store));
         gateway.spawn_background(&config);
-        let running = keygate::server::start(&config, gateway.clone()).await.expect("start gateway");
+        let running = keygate::server::start(&config, gateway.clone())
+            .await
+            .expect("start gateway");
         TestGateway {
             addr: running.addr,
             dir,
@@ -233,12 +250,18 @@ impl Reply {
 
     /// The `error.code` of a refusal.
     pub fn code(&self) -> String {
-        self.json()["error"]["code"].as_str().unwrap_or("").to_owned()
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
     }
 
     /// Headers the upstream received (echo routes), lower-case names.
     pub fn upstream_headers(&self) -> serde_json::Map<String, serde_json::Value> {
-        self.json()["headers"].as_object().cloned().unwrap_or_default()
+        self.json()["headers"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -292,5 +315,187 @@ pub fn bearer(key: &str) -> String {
 }
 
 pub fn frame_text(f: &Frame<Bytes>) -> String {
-    f.data_ref().map(|d| String::from_utf8_lossy(d).into_owned()).unwrap_or_default()
+    f.data_ref()
+        .map(|d| String::from_utf8_lossy(d).into_owned())
+        .unwrap_or_default()
+}
+
+// --- Lifecycle and CLI helpers (tests/lifecycle.rs, tests/cli.rs) ---
+
+/// Whether `s` has the shape of a secret under the default prefix: `kg_` + 38 base62.
+pub fn looks_like_secret(s: &str) -> bool {
+    s.strip_prefix("kg_")
+        .is_some_and(|r| r.len() == 38 && r.bytes().all(|c| c.is_ascii_alphanumeric()))
+}
+
+/// Whether `s` holds a run of 64 hex digits (the shape of a sha256 key hash).
+pub fn contains_hex64(s: &str) -> bool {
+    let mut run = 0;
+    for c in s.bytes() {
+        run = if c.is_ascii_hexdigit() { run + 1 } else { 0 };
+        if run >= 64 {
+            return true;
+        }
+    }
+    false
+}
+
+/// Status and `error.code` (empty on success) of a request to `path` with `key`.
+pub async fn key_verdict(gw: &TestGateway, method: Method, path: &str, key: &str) -> (u16, String) {
+    let r = send(method, &gw.url(path), &[("authorization", &bearer(key))]).await;
+    (r.status.as_u16(), r.code())
+}
+
+/// Polls until a request to `path` with `key` gets `status` and `code`, or `within` passes.
+pub async fn verdict_becomes(
+    gw: &TestGateway,
+    method: Method,
+    path: &str,
+    key: &str,
+    want: (u16, &str),
+    within: Duration,
+) -> bool {
+    eventually(within, || {
+        let m = method.clone();
+        async move { key_verdict(gw, m, path, key).await == (want.0, want.1.to_owned()) }
+    })
+    .await
+}
+
+// ---- Helpers for the proxy tests (verdicts, headers, routing, upstream). ----
+
+/// Sends one HTTP/1.1 request whose header values are `HeaderValue`s, so a test can
+/// send bytes that are not visible ASCII (obs-text).
+pub async fn send_values(
+    method: Method,
+    url: &str,
+    headers: &[(&str, http::HeaderValue)],
+) -> Reply {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut req = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, v.clone());
+    }
+    let req = req.body(Full::new(Bytes::new())).expect("request");
+    let resp = client.request(req).await.expect("request sent");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// Sends one request over HTTP/2 with prior knowledge (h2c).
+pub async fn send_h2(method: Method, url: &str, headers: &[(&str, &str)]) -> Reply {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let mut req = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::new())).expect("request");
+    let resp = client.request(req).await.expect("h2 request sent");
+    assert_eq!(
+        resp.version(),
+        http::Version::HTTP_2,
+        "answered over HTTP/2"
+    );
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// Writes `bytes` on a fresh TCP connection to `addr`, half-closes nothing, and reads
+/// until the server closes (or 10 s pass: a guard against hangs, not a timing check).
+/// Read errors (a reset after the answer) end the read; what was read is returned.
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    // The server may answer and close before it has read everything: ignore write errors.
+    let _ = tcp.write_all(bytes).await;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    out
+}
+
+/// An upstream that reads the whole request body and answers
+/// `{"len": <bytes read>, "sha256": "<hex>", "content_length": "<header or null>"}`.
+pub async fn start_sink() -> SocketAddr {
+    use sha2::{Digest, Sha256};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind sink");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let svc = service_fn(|req: Request<Incoming>| async move {
+                    let content_length = req
+                        .headers()
+                        .get(http::header::CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    let mut body = req.into_body();
+                    let mut hasher = Sha256::new();
+                    let mut len = 0usize;
+                    while let Some(frame) = body.frame().await {
+                        let Ok(frame) = frame else { break };
+                        if let Some(d) = frame.data_ref() {
+                            len += d.len();
+                            hasher.update(d);
+                        }
+                    }
+                    let digest: String = hasher
+                        .finalize()
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect();
+                    let json = serde_json::json!({
+                        "len": len,
+                        "sha256": digest,
+                        "content_length": content_length,
+                    });
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(json.to_string()))))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Lower-case hex sha256 of `data`.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A well-formed key (right prefix, length, charset and checksum) that no store holds.
+pub fn well_formed_unknown_key() -> String {
+    keygate::key::KeyFormat::new("kg")
+        .generate()
+        .expose()
+        .to_owned()
 }
