@@ -11,6 +11,7 @@ use crate::proxy::Upstream;
 use crate::proxy::{headers, upgrade};
 use crate::route::{normalize_path, Router};
 use crate::store::{now_ms, KeyStore};
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{HeaderValue, AUTHORIZATION, HOST};
 use http::uri::PathAndQuery;
@@ -32,10 +33,34 @@ struct RequestCtx {
     key_id: Option<HeaderValue>,
 }
 
-pub struct Gateway {
+/// What a reload (SIGHUP) swaps: routes and upstreams. Requests in flight keep the
+/// table they started with; new ones see the new table.
+struct Routing {
     router: Router,
-    auth: Authenticator,
     upstreams: Vec<Upstream>,
+}
+
+impl Routing {
+    fn new(config: &Config) -> Self {
+        Routing {
+            router: Router::new(config),
+            upstreams: config.upstreams.iter().map(Upstream::new).collect(),
+        }
+    }
+}
+
+/// Why a reload was refused (the running config stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("`{0}` cannot change on reload; restart keygate to change it")]
+    NeedsRestart(&'static str),
+}
+
+pub struct Gateway {
+    routing: ArcSwap<Routing>,
+    auth: Authenticator,
     identity: IdentityNames,
     forward_credential: bool,
     https: bool,
@@ -60,9 +85,8 @@ impl Gateway {
             }),
         ));
         Gateway {
-            router: Router::new(config),
+            routing: ArcSwap::from_pointee(Routing::new(config)),
             auth: Authenticator::new(config, cache),
-            upstreams: config.upstreams.iter().map(Upstream::new).collect(),
             identity: IdentityNames::new(&config.identity.prefix),
             forward_credential: config.keys.forward_credential,
             https: config.tls.is_some(),
@@ -71,6 +95,31 @@ impl Gateway {
 
     pub fn cache(&self) -> &Arc<KeyCache> {
         self.auth.cache()
+    }
+
+    /// Swaps routes and upstreams for those of `new` (roles are read by the CLI and the
+    /// admin API from the config they load). What the running listener, store, cache or
+    /// credential rules depend on cannot change without a restart: such a file is refused
+    /// whole, so a reload never half-applies.
+    pub fn reload(&self, old: &Config, new: &Config) -> Result<(), ReloadError> {
+        let same = [
+            ("listen", old.listen == new.listen),
+            ("tls", old.tls == new.tls),
+            ("store", old.store == new.store),
+            ("cache", old.cache == new.cache),
+            ("keys", old.keys == new.keys),
+            (
+                "identity_headers",
+                old.identity.prefix == new.identity.prefix,
+            ),
+            ("server", old.server == new.server),
+            ("log", old.log == new.log),
+        ];
+        if let Some((field, _)) = same.iter().find(|(_, same)| !same) {
+            return Err(ReloadError::NeedsRestart(field));
+        }
+        self.routing.store(Arc::new(Routing::new(new)));
+        Ok(())
     }
 
     /// Starts the change-feed follower and the batched `last_used_at` writer.
@@ -149,7 +198,8 @@ impl Gateway {
         // 1. Normalize before routing: rules must see the path the upstream will act on.
         let path = normalize_path(uri.path())?;
         let host_header = request_host(&parts.headers, uri);
-        let (route_ix, route) = self
+        let routing = self.routing.load_full();
+        let (route_ix, route) = routing
             .router
             .find(
                 host_header.as_ref().and_then(host_name),
@@ -210,7 +260,7 @@ impl Gateway {
         if !hdrs.contains_key(headers::X_REQUEST_ID) {
             hdrs.insert(headers::X_REQUEST_ID, ctx.request_id.clone());
         }
-        let upstream = &self.upstreams[route.upstream];
+        let upstream = &routing.upstreams[route.upstream];
         let mut resp = upstream
             .forward(Request::from_parts(parts, body), pq)
             .await?;

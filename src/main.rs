@@ -15,7 +15,9 @@ fn init_tracing(format: LogFormat, level: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in log files.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -81,7 +83,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(serve(config)) {
+            match rt.block_on(serve(config, &cli.config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "keygate stopped");
@@ -123,13 +125,34 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve(config: Config, path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     let store = keygate::store::open(&config.store).await?;
     let gateway = Arc::new(keygate::gateway::Gateway::new(&config, store));
     gateway.spawn_background(&config);
     let running = keygate::server::start(&config, gateway.clone()).await?;
     tracing::info!(listen = %running.addr, tls = config.tls.is_some(), routes = config.routes.len(), "keygate serving");
-    keygate::shutdown_signal().await;
+    let shutdown = keygate::shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut reloads = keygate::reload_signal();
+    let mut current = config.clone();
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(()) = reloads.recv() => {
+                // A bad new file is refused whole and the running config stays.
+                match Config::load(path) {
+                    Ok(new) => match gateway.reload(&current, &new) {
+                        Ok(()) => {
+                            tracing::info!(routes = new.routes.len(), upstreams = new.upstreams.len(), "config reloaded");
+                            current = new;
+                        }
+                        Err(e) => tracing::error!(error = %e, "reload refused; keeping the running config"),
+                    },
+                    Err(e) => tracing::error!(error = %e, "reload refused; keeping the running config"),
+                }
+            }
+        }
+    }
     tracing::info!(drain = ?config.server.drain_timeout, "shutting down; draining in-flight requests");
     running.shutdown(config.server.drain_timeout).await;
     // Write the last uses before exit so a restart loses none.

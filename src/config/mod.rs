@@ -48,7 +48,7 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TlsConfig {
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -68,7 +68,7 @@ pub struct AdminToken {
     pub workspaces: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum StoreConfig {
     Embedded {
         path: PathBuf,
@@ -80,7 +80,7 @@ pub enum StoreConfig {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CacheConfig {
     pub max_entries: u64,
     pub ttl: Duration,
@@ -88,7 +88,7 @@ pub struct CacheConfig {
     pub stale_if_error: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct KeysConfig {
     pub prefix: String,
     pub header: Option<HeaderName>,
@@ -134,7 +134,7 @@ pub struct RouteConfig {
     pub auth: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     pub workers: Option<usize>,
     pub header_read_timeout: Duration,
@@ -148,7 +148,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     pub format: LogFormat,
     pub level: String,
