@@ -13,10 +13,11 @@
 use crate::key::KeyHash;
 use crate::store::{KeyStore, Lookup, StoreError};
 use moka::future::Cache;
+use moka::notification::RemovalCause;
 use moka::ops::compute::{CompResult, Op};
 use moka::Expiry;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// What the auth step needs to decide a verdict, plus the precomputed identity header
@@ -97,13 +98,37 @@ pub struct KeyCache {
     /// Bumped by every eviction; a lookup that saw it change does not cache its answer.
     epoch: AtomicU64,
     lookups: AtomicU64,
+    /// Uses of keys no longer cached, not yet written. Locked only on eviction and flush,
+    /// never on the request path.
+    orphaned: Arc<Mutex<Vec<(String, i64)>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The data is a plain list: a panic elsewhere cannot leave it half-written.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl KeyCache {
     pub fn new(store: Arc<dyn KeyStore>, settings: CacheSettings, build: Box<Builder>) -> Self {
+        let orphaned: Arc<Mutex<Vec<(String, i64)>>> = Arc::default();
+        let sink = orphaned.clone();
         let cache = Cache::builder()
             .max_capacity(settings.max_entries)
             .expire_after(EntryExpiry(settings))
+            // An entry that leaves the cache (evicted by a change, by size or by age)
+            // hands its unwritten use to the next flush. Not on `Replaced`: a refresh
+            // carries the use over to the new entry itself.
+            .eviction_listener(move |_, e: Entry, cause| {
+                if cause == RemovalCause::Replaced {
+                    return;
+                }
+                if let Some(k) = e.key {
+                    let used = k.last_used.load(Ordering::Relaxed);
+                    if used > k.flushed.load(Ordering::Relaxed) {
+                        lock(&sink).push((k.lookup.key.id.clone(), used));
+                    }
+                }
+            })
             .build();
         KeyCache {
             cache,
@@ -112,6 +137,7 @@ impl KeyCache {
             build,
             epoch: AtomicU64::new(0),
             lookups: AtomicU64::new(0),
+            orphaned,
         }
     }
 
@@ -223,8 +249,10 @@ impl KeyCache {
     }
 
     /// Takes the uses not yet written: `(key id, last used)` for one batch write.
-    pub fn take_last_used(&self) -> Vec<(String, i64)> {
-        let mut out = Vec::new();
+    pub async fn take_last_used(&self) -> Vec<(String, i64)> {
+        // Let moka deliver pending removals to the listener first.
+        self.cache.run_pending_tasks().await;
+        let mut out = std::mem::take(&mut *lock(&self.orphaned));
         for (_, e) in self.cache.iter() {
             if let Some(k) = &e.key {
                 let used = k.last_used.load(Ordering::Relaxed);
@@ -234,6 +262,10 @@ impl KeyCache {
                 }
             }
         }
+        // One write per key, its latest use (a key evicted twice, or a retried batch,
+        // appears more than once).
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        out.dedup_by(|later, first| later.0 == first.0);
         out
     }
 
@@ -280,24 +312,14 @@ impl KeyCache {
     }
 
     pub async fn flush_once(&self) {
-        let batch = self.take_last_used();
+        let batch = self.take_last_used().await;
         if batch.is_empty() {
             return;
         }
         if let Err(e) = self.store.record_last_used(&batch).await {
             tracing::warn!(error = %e, keys = batch.len(), "cannot record last_used_at; will retry");
-            // Mark them unflushed so the next round retries them.
-            let failed: std::collections::HashSet<&str> =
-                batch.iter().map(|(id, _)| id.as_str()).collect();
-            for (_, e) in self.cache.iter() {
-                if let Some(k) = e
-                    .key
-                    .as_ref()
-                    .filter(|k| failed.contains(k.lookup.key.id.as_str()))
-                {
-                    k.flushed.store(0, Ordering::Relaxed);
-                }
-            }
+            // Keep them for the next round.
+            lock(&self.orphaned).extend(batch);
         }
     }
 }

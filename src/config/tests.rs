@@ -50,7 +50,10 @@ fn with_routes(routes: &[&str]) -> String {
 #[test]
 fn empty_file_takes_every_default() {
     let c = valid("");
-    assert_eq!(c.listen, "127.0.0.1:8080".parse::<SocketAddr>().expect("addr"));
+    assert_eq!(
+        c.listen,
+        "127.0.0.1:8080".parse::<SocketAddr>().expect("addr")
+    );
     assert_eq!(
         c.admin.listen,
         "127.0.0.1:8081".parse::<SocketAddr>().expect("addr")
@@ -95,7 +98,10 @@ fn upstream_and_route_defaults() {
     assert_eq!(u.name, "api");
     assert_eq!(u.connect_timeout, Duration::from_secs(2));
     assert_eq!(u.timeout, Duration::from_secs(30));
-    assert_eq!(u.targets, vec!["http://127.0.0.1:9000".parse::<http::Uri>().expect("uri")]);
+    assert_eq!(
+        u.targets,
+        vec!["http://127.0.0.1:9000".parse::<http::Uri>().expect("uri")]
+    );
     let r = &c.routes[0];
     assert_eq!(r.path, "/v1");
     assert!(r.auth, "auth defaults to key");
@@ -176,7 +182,10 @@ fn every_error_is_gathered_in_one_invalid() {
     let shown = parse("listen: nowhere\ncache: { ttl: 30x }\n")
         .expect_err("invalid")
         .to_string();
-    assert!(shown.contains("listen: ") && shown.contains("cache.ttl: "), "{shown}");
+    assert!(
+        shown.contains("listen: ") && shown.contains("cache.ttl: "),
+        "{shown}"
+    );
     assert_eq!(shown.lines().count(), 3, "{shown}");
 }
 
@@ -213,12 +222,15 @@ fn env_substitution() {
         _ => None,
     };
     let c = Config::from_yaml(
-        "listen: ${LISTEN}\nkeys: { prefix: kg${EMPTY} }\n\
+        "listen: ${LISTEN}\nkeys: { prefix: \"kg${EMPTY}\" }\n\
          upstreams:\n  api: { targets: [\"http://${HOST}:80${EMPTY}\"] }\n",
         &env,
     )
     .expect("valid");
-    assert_eq!(c.listen, "127.0.0.1:7000".parse::<SocketAddr>().expect("addr"));
+    assert_eq!(
+        c.listen,
+        "127.0.0.1:7000".parse::<SocketAddr>().expect("addr")
+    );
     assert_eq!(c.keys.prefix, "kg");
     assert_eq!(c.upstreams[0].targets[0].host(), Some("10.0.0.1"));
 
@@ -275,7 +287,9 @@ fn route_paths_are_normalized_prefixes() {
 
 #[test]
 fn auth_none_routes_take_no_permissions_or_workspace() {
-    let c = valid(&with_routes(&["{ path: /health, upstream: api, auth: none }"]));
+    let c = valid(&with_routes(&[
+        "{ path: /health, upstream: api, auth: none }",
+    ]));
     assert!(!c.routes[0].auth);
     one_error(
         &with_routes(&["{ path: /h, upstream: api, auth: none, permissions: [models:read] }"]),
@@ -300,7 +314,9 @@ fn workspace_rule_needs_exactly_one_of_header_or_path_segment() {
     ]));
     assert_eq!(
         c.routes[0].workspace,
-        Some(WorkspaceRule::Header(HeaderName::from_static("x-workspace-id")))
+        Some(WorkspaceRule::Header(HeaderName::from_static(
+            "x-workspace-id"
+        )))
     );
     assert_eq!(c.routes[1].workspace, Some(WorkspaceRule::PathSegment(2)));
     for bad in [
@@ -348,9 +364,7 @@ fn route_fields_are_canonical() {
 
 #[test]
 fn upstream_targets() {
-    let c = valid(
-        "upstreams:\n  api: { targets: [\"http://a:1\", \"https://b.example:443/\"] }\n",
-    );
+    let c = valid("upstreams:\n  api: { targets: [\"http://a:1\", \"https://b.example:443/\"] }\n");
     assert_eq!(c.upstreams[0].targets.len(), 2);
     for (bad, field) in [
         ("[]", "upstreams.api.targets"),
@@ -379,7 +393,10 @@ fn keys_and_identity_settings() {
     one_error("keys: { prefix: abcdefghijklmnopq }", "keys.prefix");
     one_error("keys: { header: Authorization }", "keys.header");
     one_error("keys: { query_param: \"a b\" }", "keys.query_param");
-    one_error("identity_headers: { prefix: \"x \" }", "identity_headers.prefix");
+    one_error(
+        "identity_headers: { prefix: \"x \" }",
+        "identity_headers.prefix",
+    );
 }
 
 #[test]
@@ -429,6 +446,9 @@ fn admin_tokens() {
 #[test]
 fn server_limits() {
     one_error("server: { workers: 0 }", "server.workers");
-    one_error("server: { max_header_bytes: 1024 }", "server.max_header_bytes");
+    one_error(
+        "server: { max_header_bytes: 1024 }",
+        "server.max_header_bytes",
+    );
     assert_eq!(valid("server: { workers: 3 }").server.workers, Some(3));
 }
