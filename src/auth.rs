@@ -156,7 +156,7 @@ pub struct CredentialSources {
 
 /// Whether an Authorization value uses the Bearer scheme, and the key after it.
 /// `Some("")` for a bare `Bearer`. Another scheme is no key: `None`.
-fn bearer(v: &HeaderValue) -> Option<&[u8]> {
+pub fn bearer(v: &HeaderValue) -> Option<&[u8]> {
     let b = v.as_bytes();
     let b = b.trim_ascii_start();
     if b.len() < 6 || !b[..6].eq_ignore_ascii_case(b"bearer") {
@@ -196,6 +196,12 @@ fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
     String::from_utf8(out).ok().map(Cow::Owned)
 }
 
+/// Whether a raw query parameter name is `param` once percent-decoded, as upstream
+/// frameworks read it (`api%5Fkey` is `api_key`).
+pub fn param_name_is(raw: &str, param: &str) -> bool {
+    raw == param || percent_decode(raw).is_some_and(|n| n == param)
+}
+
 /// The one credential of a request, or why there is none usable. Bytes that are not
 /// UTF-8 become a value that fails the format check (malformed, never a panic).
 pub fn extract_credential<'a>(
@@ -229,7 +235,7 @@ pub fn extract_credential<'a>(
     if let (Some(param), Some(q)) = (&sources.query_param, query) {
         for pair in q.split('&') {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            if k == param {
+            if param_name_is(k, param) {
                 // A value that cannot be decoded is kept raw: the format check refuses it.
                 take(percent_decode(v).unwrap_or(Cow::Borrowed(v)));
             }
@@ -419,6 +425,10 @@ mod tests {
         );
         assert!(matches!(
             extract_credential(&h, Some("api_key=a&api_key=b"), &s),
+            Err(AuthError::MultipleKeys)
+        ));
+        assert!(matches!(
+            extract_credential(&h, Some("api_key=a&api%5Fkey=b"), &s),
             Err(AuthError::MultipleKeys)
         ));
     }

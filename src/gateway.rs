@@ -3,7 +3,9 @@
 //! `handle` owns logging and turns every error into its answer; `handle_inner` runs
 //! normalize -> route -> redact -> authenticate -> authorize -> forward with `?`.
 
-use crate::auth::{extract_credential, AuthError, Authenticator, IdentityNames};
+use crate::auth::{
+    bearer, extract_credential, param_name_is, AuthError, Authenticator, IdentityNames,
+};
 use crate::cache::{CacheSettings, CachedKey, KeyCache};
 use crate::config::Config;
 use crate::error::GatewayError;
@@ -209,26 +211,45 @@ impl Gateway {
             .ok_or(GatewayError::NoRoute)?;
         ctx.route = Some(route_ix);
 
-        // 2. Spoofed identity goes on every route, `auth: none` included.
+        // 2. Authenticate, then authorize (auth routes only), on the request as the
+        //    client sent it. After routing, so that 404/400 never depend on the credential.
         let hdrs = &mut parts.headers;
-        headers::strip_identity(hdrs, &self.identity);
-
-        // 3. Authenticate, then authorize (auth routes only). The credential is read
-        //    after routing so that 404/400 never depend on it.
-        let mut query: Option<Cow<'_, str>> = uri.query().map(Cow::Borrowed);
-        if route.auth {
+        let principal = if route.auth {
             let credential = extract_credential(hdrs, uri.query(), &self.auth.sources)?;
             let key = self.auth.authenticate(&credential, now_ms()).await?;
             ctx.key_id = Some(key.identity.key_id.clone());
-            let principal = self.auth.authorize(key, route, hdrs, &path)?;
+            Some(self.auth.authorize(key, route, hdrs, &path)?)
+        } else {
+            None
+        };
+
+        // 3. Rewrite for the upstream. Hop-by-hop headers go first, so that a client's
+        //    `Connection: x-keygate-org` cannot remove what keygate adds below.
+        let upgrade = upgrade::requested(hdrs);
+        headers::remove_hop_by_hop(hdrs);
+        let client_upgrade = match &upgrade {
+            Some(protocol) => {
+                upgrade::restore(hdrs, protocol.clone());
+                parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+            }
+            None => None,
+        };
+        let hdrs = &mut parts.headers;
+        // Spoofed identity goes on every route, `auth: none` included.
+        headers::strip_identity(hdrs, &self.identity);
+        let mut query: Option<Cow<'_, str>> = uri.query().map(Cow::Borrowed);
+        if let Some(principal) = &principal {
             if !self.forward_credential {
                 remove_credential(hdrs, &self.auth.sources);
                 if let (Some(param), Some(q)) = (&self.auth.sources.query_param, uri.query()) {
                     query = strip_query_param(q, param);
                 }
             }
-            headers::add_identity(hdrs, &self.identity, &principal);
+            headers::add_identity(hdrs, &self.identity, principal);
         }
+        headers::set_forwarded(hdrs, peer.ip(), self.https, host_header);
+        // Always ours: the client's id when it was sane, else the one the client gets back.
+        hdrs.insert(headers::X_REQUEST_ID, ctx.request_id.clone());
 
         // 4. Forward.
         let pq = match (&path, &query) {
@@ -246,20 +267,6 @@ impl Gateway {
                     .map_err(|_| GatewayError::BadPath(crate::route::PathError::BadEncoding))?
             }
         };
-        let upgrade = upgrade::requested(hdrs);
-        headers::remove_hop_by_hop(hdrs);
-        let client_upgrade = match &upgrade {
-            Some(protocol) => {
-                upgrade::restore(hdrs, protocol.clone());
-                parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
-            }
-            None => None,
-        };
-        let hdrs = &mut parts.headers;
-        headers::set_forwarded(hdrs, peer.ip(), self.https, host_header);
-        if !hdrs.contains_key(headers::X_REQUEST_ID) {
-            hdrs.insert(headers::X_REQUEST_ID, ctx.request_id.clone());
-        }
         let upstream = &routing.upstreams[route.upstream];
         let mut resp = upstream
             .forward(Request::from_parts(parts, body), pq)
@@ -294,11 +301,7 @@ fn host_name(v: &HeaderValue) -> Option<&str> {
 /// Removes every copy of the credential from headers (Bearer Authorization and the
 /// configured key header). Another Authorization scheme is not ours and stays.
 fn remove_credential(h: &mut http::HeaderMap, sources: &crate::auth::CredentialSources) {
-    let is_bearer = h
-        .get(AUTHORIZATION)
-        .map(|v| v.as_bytes().trim_ascii_start())
-        .is_some_and(|b| b.len() >= 6 && b[..6].eq_ignore_ascii_case(b"bearer"));
-    if is_bearer {
+    if h.get(AUTHORIZATION).is_some_and(|v| bearer(v).is_some()) {
         h.remove(AUTHORIZATION);
     }
     if let Some(name) = &sources.header {
@@ -308,16 +311,12 @@ fn remove_credential(h: &mut http::HeaderMap, sources: &crate::auth::CredentialS
 
 /// The query without any `param=…` pair.
 fn strip_query_param<'a>(q: &'a str, param: &str) -> Option<Cow<'a, str>> {
-    let has = q
-        .split('&')
-        .any(|p| p.split_once('=').map_or(p, |(k, _)| k) == param);
+    let is_param = |p: &&str| param_name_is(p.split_once('=').map_or(p, |(k, _)| k), param);
+    let has = q.split('&').any(|p| is_param(&p));
     if !has {
         return Some(Cow::Borrowed(q));
     }
-    let kept: Vec<&str> = q
-        .split('&')
-        .filter(|p| p.split_once('=').map_or(*p, |(k, _)| k) != param)
-        .collect();
+    let kept: Vec<&str> = q.split('&').filter(|p| !is_param(p)).collect();
     Some(Cow::Owned(kept.join("&")))
 }
 
@@ -347,5 +346,9 @@ mod tests {
             Some("")
         );
         assert_eq!(strip_query_param("a=1", "api_key").as_deref(), Some("a=1"));
+        assert_eq!(
+            strip_query_param("a=1&api%5Fkey=x", "api_key").as_deref(),
+            Some("a=1")
+        );
     }
 }

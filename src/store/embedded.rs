@@ -305,9 +305,10 @@ impl KeyStore for EmbeddedStore {
                 let key = codec::key_from_row(row, 0)?;
                 // Workspaces live in the JSON record; filtering here keeps a corrupt record
                 // an error naming the key rather than a failed SQL function.
-                let fits = filter.workspace.as_deref().is_none_or(|w| {
-                    key.is_org_key() || key.workspaces.iter().any(|k| k == w)
-                });
+                let fits = filter
+                    .workspace
+                    .as_deref()
+                    .is_none_or(|w| key.is_org_key() || key.workspaces.iter().any(|k| k == w));
                 if fits {
                     keys.push(key);
                 }

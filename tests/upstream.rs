@@ -1,0 +1,248 @@
+//! The forwarding side (SPEC §2 step 4, §2's 502/504 rows, §6): upstream failures,
+//! streaming both ways, large bodies, head-size limits, HTTP/2 and hostile bytes.
+
+mod support;
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use std::time::Duration;
+use support::*;
+
+/// Guard against hangs (a failing test must fail, not stall the suite); never a
+/// measure of speed.
+const HANG: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn unreachable_upstream_is_502() {
+    let gw = TestGateway::start().await;
+    let (_id, key) = gw.create_key(&["--org", "acme", "--role", "viewer"]);
+    let r = get(&gw.url("/dead/x"), &[("authorization", &bearer(&key))]).await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.code(), "upstream_unavailable");
+    assert!(r.json()["error"]["message"].is_string());
+    assert!(r.headers.contains_key("x-request-id"));
+    // The message names no internals (the target address).
+    assert!(!String::from_utf8_lossy(&r.body).contains("127.0.0.1:1"));
+    // Credentials are checked first: no key, no upstream attempt.
+    let r = get(&gw.url("/dead/x"), &[]).await;
+    assert_eq!(r.code(), "missing_key");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn slow_upstream_is_504() {
+    let gw = TestGateway::start().await;
+    let (_id, key) = gw.create_key(&["--org", "acme", "--role", "viewer"]);
+    let r = get(&gw.url("/slow"), &[("authorization", &bearer(&key))]).await;
+    assert_eq!(r.status, 504);
+    assert_eq!(r.code(), "upstream_timeout");
+    assert!(r.headers.contains_key("x-request-id"));
+    // The gateway still serves after a timed-out request.
+    let r = get(&gw.url("/v1/models"), &[("authorization", &bearer(&key))]).await;
+    assert_eq!(r.status, 200);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn streamed_response_arrives_chunk_by_chunk() {
+    let gw = TestGateway::start().await;
+    let (_id, key) = gw.create_key(&["--org", "acme", "--role", "viewer"]);
+
+    let tcp = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .uri("/stream")
+        .header("host", gw.addr.to_string())
+        .header("authorization", bearer(&key))
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let resp = tokio::time::timeout(HANG, sender.send_request(req))
+        .await
+        .expect("response head before any chunk is released")
+        .expect("response");
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().contains_key("x-request-id"));
+    let mut body = resp.into_body();
+
+    // Each chunk is released only after the previous one reached the client: a gateway
+    // that buffered the body would never hand over chunk-0 and the read would hang.
+    for i in 0..3 {
+        gw.upstream.release.send(()).await.expect("release");
+        let mut got = String::new();
+        // One chunk may in principle be split across frames; read until it is whole.
+        while !got.ends_with('\n') {
+            let frame = tokio::time::timeout(HANG, body.frame())
+                .await
+                .unwrap_or_else(|_| panic!("chunk-{i} not received after its release"))
+                .expect("a frame")
+                .expect("frame ok");
+            got.push_str(&frame_text(&frame));
+        }
+        assert_eq!(got, format!("chunk-{i}\n"));
+    }
+    // After three chunks the upstream ends the body.
+    let end = tokio::time::timeout(HANG, async {
+        loop {
+            match body.frame().await {
+                None => return Ok(()),
+                Some(Ok(f)) if f.is_data() && frame_text(&f).is_empty() => continue,
+                Some(Ok(f)) if !f.is_data() => continue,
+                Some(Ok(f)) => return Err(format!("unexpected data {:?}", frame_text(&f))),
+                Some(Err(e)) => return Err(e.to_string()),
+            }
+        }
+    })
+    .await
+    .expect("body ends");
+    assert_eq!(end, Ok(()));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn large_request_body_is_forwarded_intact() {
+    let sink = start_sink().await;
+    let gw = TestGateway::start_with(|y| {
+        y.replace(
+            "upstreams:\n",
+            &format!(
+                "upstreams:\n  sink: {{ targets: [\"http://{sink}\"], connect_timeout: 1s, timeout: 30s }}\n"
+            ),
+        )
+        .replace(
+            "routes:\n",
+            "routes:\n  - { path: /upload, upstream: sink }\n",
+        )
+    })
+    .await;
+    let (_id, key) = gw.create_key(&["--org", "acme", "--role", "viewer"]);
+    let body: Vec<u8> = (0..8 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let want = sha256_hex(&body);
+    let r = send_body(
+        Method::POST,
+        &gw.url("/upload"),
+        &[("authorization", &bearer(&key))],
+        Bytes::from(body),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    assert_eq!(v["len"], 8_388_608);
+    assert_eq!(v["content_length"], "8388608");
+    assert_eq!(v["sha256"], want.as_str());
+    gw.stop().await;
+}
+
+fn status_line(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    text.lines().next().unwrap_or("").to_owned()
+}
+
+#[tokio::test]
+async fn oversized_request_head_is_431() {
+    let gw = TestGateway::start().await;
+    let big = "a".repeat(40 * 1024);
+    let req = format!(
+        "GET /public HTTP/1.1\r\nHost: {}\r\nX-Big: {big}\r\nConnection: close\r\n\r\n",
+        gw.addr
+    );
+    let raw = raw_exchange(gw.addr, req.as_bytes()).await;
+    let line = status_line(&raw);
+    assert!(line.starts_with("HTTP/1.1 431"), "got {line:?}");
+
+    // A head just under the cap is served.
+    let fits = "a".repeat(20 * 1024);
+    let r = get(&gw.url("/public"), &[("x-big", &fits)]).await;
+    assert_eq!(r.status, 200);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn ten_kb_key_is_malformed_not_431() {
+    let gw = TestGateway::start().await;
+    let key = format!("kg_{}", "A".repeat(10 * 1024));
+    let before = gw.gateway.cache().lookups();
+    let r = get(&gw.url("/v1/models"), &[("authorization", &bearer(&key))]).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.code(), "malformed_key");
+    let r = get(&gw.url("/v1/models"), &[("x-api-key", &key)]).await;
+    assert_eq!(r.code(), "malformed_key");
+    assert_eq!(gw.gateway.cache().lookups(), before);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn http2_prior_knowledge() {
+    let gw = TestGateway::start().await;
+    let (id, key) = gw.create_key(&["--org", "acme", "--role", "viewer"]);
+    let r = send_h2(
+        Method::GET,
+        &gw.url("//v1/models/./7?a=1"),
+        &[("authorization", &bearer(&key)), ("x-keygate-org", "evil")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let h = r.upstream_headers();
+    assert_eq!(h["x-keygate-key-id"], id.as_str());
+    assert_eq!(h["x-keygate-org"], "acme");
+    assert!(!h.contains_key("authorization"));
+    assert_eq!(h["x-forwarded-host"], gw.addr.to_string().as_str());
+    assert_eq!(r.json()["path"], "/v1/models/7");
+    assert_eq!(r.json()["query"], "a=1");
+    assert!(r.headers.contains_key("x-request-id"));
+
+    let r = send_h2(Method::GET, &gw.url("/v1/models"), &[]).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.code(), "missing_key");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn garbage_on_the_socket_does_not_hurt() {
+    let gw = TestGateway::start().await;
+    let (_id, key) = gw.create_key(&["--org", "acme", "--role", "viewer"]);
+
+    let mut noise = vec![0u8; 64 * 1024];
+    getrandom::getrandom(&mut noise).expect("random bytes");
+    let garbage: Vec<Vec<u8>> = vec![
+        noise.clone(),
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03".to_vec(), // a TLS ClientHello start
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\xff\xff\xff\xff\xff\xff\xff\xff\xff".to_vec(),
+        b"GET / HTTP/9.9\r\n\r\n".to_vec(),
+        b"GET /v1/models HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n".to_vec(),
+        b"GET /v1/models HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".to_vec(),
+        b"\r\n\r\n\r\n\0\0\0".to_vec(),
+    ];
+    for g in &garbage {
+        let answer = raw_exchange(gw.addr, g).await;
+        // Whatever came back, it is no success.
+        assert!(
+            !status_line(&answer).contains(" 200 "),
+            "{:?}",
+            status_line(&answer)
+        );
+    }
+    // Several at once, left open.
+    let mut open = Vec::new();
+    for _ in 0..8 {
+        let mut tcp = tokio::net::TcpStream::connect(gw.addr)
+            .await
+            .expect("connect");
+        use tokio::io::AsyncWriteExt;
+        let _ = tcp.write_all(&noise[..1024]).await;
+        open.push(tcp);
+    }
+    let r = get(&gw.url("/v1/models"), &[("authorization", &bearer(&key))]).await;
+    assert_eq!(r.status, 200);
+    drop(open);
+    let r = get(&gw.url("/v1/models"), &[("authorization", &bearer(&key))]).await;
+    assert_eq!(r.status, 200);
+    gw.stop().await;
+}
