@@ -56,6 +56,7 @@ fn setup(rt: &tokio::runtime::Runtime) -> Setup {
         let cache = Arc::new(KeyCache::new(
             store,
             settings,
+            Arc::new(keygate::metrics::Metrics::new()),
             Box::new(|l| {
                 let id = keygate::auth::Identity::of(&l);
                 CachedKey::new(l, id)

@@ -57,7 +57,7 @@ keygate        18090 1 $BIN serve --config $WORK/auth.yaml
 keygate-noauth 18091 0 $BIN serve --config $WORK/open.yaml
 X
 # oha is optional; the harness's version probe needs something that answers --version.
-export OHA_BIN=${OHA_BIN:-$(command -v true)}
+export OHA_BIN=${OHA_BIN:-$(type -P true)}
 KEY=$KEY EXTRA_PEERS_FILE=$WORK/extra-peers \
   PEERS=${PEERS:-"direct nginx-plain nginx-key haproxy-plain haproxy-key"} \
-  "$WORK/harness/run-peers.sh"
+  bash ${TRACE:+-x} "$WORK/harness/run-peers.sh"

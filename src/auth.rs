@@ -169,7 +169,7 @@ pub fn bearer(v: &HeaderValue) -> Option<&[u8]> {
     Some(rest.trim_ascii())
 }
 
-fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
+pub fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
     if !s.contains(['%', '+']) {
         return Some(Cow::Borrowed(s));
     }

@@ -11,6 +11,7 @@
 //! - `last_used_at` is a relaxed atomic store on the hit path and flushed in batches.
 
 use crate::key::KeyHash;
+use crate::metrics::Metrics;
 use crate::store::{KeyStore, Lookup, StoreError};
 use moka::future::Cache;
 use moka::notification::RemovalCause;
@@ -101,6 +102,7 @@ pub struct KeyCache {
     /// Uses of keys no longer cached, not yet written. Locked only on eviction and flush,
     /// never on the request path.
     orphaned: Arc<Mutex<Vec<(String, i64)>>>,
+    metrics: Arc<Metrics>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -109,7 +111,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl KeyCache {
-    pub fn new(store: Arc<dyn KeyStore>, settings: CacheSettings, build: Box<Builder>) -> Self {
+    pub fn new(
+        store: Arc<dyn KeyStore>,
+        settings: CacheSettings,
+        metrics: Arc<Metrics>,
+        build: Box<Builder>,
+    ) -> Self {
         let orphaned: Arc<Mutex<Vec<(String, i64)>>> = Arc::default();
         let sink = orphaned.clone();
         let cache = Cache::builder()
@@ -138,6 +145,7 @@ impl KeyCache {
             epoch: AtomicU64::new(0),
             lookups: AtomicU64::new(0),
             orphaned,
+            metrics,
         }
     }
 
@@ -161,9 +169,11 @@ impl KeyCache {
         let now = Instant::now();
         if let Some(e) = self.cache.get(hash).await {
             if self.is_fresh(&e, now) {
+                self.metrics.cache_hits.inc();
                 return Ok(e.key);
             }
         }
+        self.metrics.cache_misses.inc();
         self.refresh(*hash).await
     }
 
@@ -185,7 +195,12 @@ impl KeyCache {
                     }
                     let epoch = self.epoch.load(Ordering::Acquire);
                     self.lookups.fetch_add(1, Ordering::Relaxed);
-                    match self.store.lookup(&hash).await {
+                    self.metrics.store_lookups.inc();
+                    let found = self.store.lookup(&hash).await;
+                    if found.is_err() {
+                        self.metrics.store_errors.inc();
+                    }
+                    match found {
                         Ok(found) => {
                             let prev = current.as_ref().and_then(|c| c.key.clone());
                             let key = found.map(|l| {
@@ -230,6 +245,7 @@ impl KeyCache {
     /// Drops one key's answer (change feed).
     pub async fn evict(&self, hash: &KeyHash) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.metrics.cache_evictions.inc();
         self.cache.invalidate(hash).await;
     }
 

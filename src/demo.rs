@@ -114,7 +114,11 @@ pub async fn run(args: crate::cli::DemoArgs) -> Result<(), Box<dyn std::error::E
         )
         .await?;
 
-    let gateway = Arc::new(Gateway::new(&config, store));
+    let gateway = Arc::new(Gateway::new(
+        &config,
+        store,
+        Arc::new(crate::metrics::Metrics::new()),
+    ));
     gateway.spawn_background(&config);
     let running = crate::server::start(&config, gateway).await?;
     let base = format!("http://{}", running.addr);

@@ -138,3 +138,93 @@ pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
+
+/// Refusals of the admin API. Lifecycle errors come from `service` and keep their cause.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("an admin token is required: Authorization: Bearer <admin token>")]
+    Unauthorized,
+    #[error("an API key cannot manage keys; use an admin token")]
+    ApiKeyNotAllowed,
+    #[error("this admin token may not manage that key, org or workspace")]
+    OutsideTokenScope,
+    #[error("no such endpoint")]
+    NoSuchEndpoint,
+    #[error("this endpoint does not take that method")]
+    MethodNotAllowed,
+    #[error("the request body is over 64 KB")]
+    BodyTooLarge,
+    #[error("the request body could not be read")]
+    BodyRead,
+    #[error("the request body is not valid: {0}")]
+    BadJson(#[source] serde_json::Error),
+    #[error("{0}")]
+    BadQuery(String),
+    #[error("`{0}` cannot be changed after creation; only `name` and `metadata` can")]
+    ImmutableField(String),
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    #[error("keys.recoverable is off: no secret can be shown again")]
+    NoSecret,
+    #[error(transparent)]
+    Service(#[from] crate::service::ServiceError),
+}
+
+impl AdminError {
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        AdminError::Invalid {
+            field,
+            message: message.into(),
+        }
+    }
+
+    pub fn answer(&self) -> Answer {
+        use crate::service::ServiceError as E;
+        use StatusCode as S;
+        match self {
+            AdminError::Unauthorized => answer(S::UNAUTHORIZED, "unauthorized", Some(BEARER)),
+            AdminError::ApiKeyNotAllowed => answer(S::FORBIDDEN, "api_key_not_allowed", None),
+            AdminError::OutsideTokenScope => answer(S::FORBIDDEN, "outside_token_scope", None),
+            AdminError::NoSuchEndpoint | AdminError::NoSecret => {
+                answer(S::NOT_FOUND, "not_found", None)
+            }
+            AdminError::MethodNotAllowed => {
+                answer(S::METHOD_NOT_ALLOWED, "method_not_allowed", None)
+            }
+            AdminError::BodyTooLarge => answer(S::PAYLOAD_TOO_LARGE, "body_too_large", None),
+            AdminError::BadJson(_) => answer(S::BAD_REQUEST, "invalid_json", None),
+            AdminError::BodyRead | AdminError::BadQuery(_) | AdminError::Invalid { .. } => {
+                answer(S::BAD_REQUEST, "invalid_request", None)
+            }
+            AdminError::ImmutableField(_) => answer(S::BAD_REQUEST, "immutable_field", None),
+            AdminError::Service(e) => match e {
+                E::Invalid { .. } => answer(S::BAD_REQUEST, "invalid_request", None),
+                E::UnknownRole(_) => answer(S::BAD_REQUEST, "unknown_role", None),
+                E::NotFound(_) => answer(S::NOT_FOUND, "not_found", None),
+                E::KeyNotActive { .. } => answer(S::CONFLICT, "key_not_active", None),
+                E::UnknownUser { .. } => answer(S::NOT_FOUND, "unknown_user", None),
+                E::Store(_) => answer(S::SERVICE_UNAVAILABLE, "store_unavailable", None),
+            },
+        }
+    }
+
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let a = self.answer();
+        let message = match &self {
+            // The store's own words stay in the log.
+            AdminError::Service(crate::service::ServiceError::Store(_)) => {
+                "the key store is unavailable; try again".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let mut resp = error_response(a.status, a.code, &message);
+        if let Some(w) = a.www_authenticate {
+            resp.headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static(w));
+        }
+        resp
+    }
+}

@@ -9,6 +9,7 @@ use crate::auth::{
 use crate::cache::{CacheSettings, CachedKey, KeyCache};
 use crate::config::Config;
 use crate::error::GatewayError;
+use crate::metrics::{Metrics, RouteCounters};
 use crate::proxy::Upstream;
 use crate::proxy::{headers, upgrade};
 use crate::route::{normalize_path, Router};
@@ -40,6 +41,10 @@ struct RequestCtx {
 struct Routing {
     router: Router,
     upstreams: Vec<Upstream>,
+    /// Request counters, one set per route (same index), resolved once.
+    counters: Vec<RouteCounters>,
+    /// Requests that matched no route (404, 400 `bad_path`).
+    unrouted: RouteCounters,
 }
 
 impl Routing {
@@ -47,6 +52,12 @@ impl Routing {
         Routing {
             router: Router::new(config),
             upstreams: config.upstreams.iter().map(Upstream::new).collect(),
+            counters: config
+                .routes
+                .iter()
+                .map(|r| RouteCounters::new(&r.name))
+                .collect(),
+            unrouted: RouteCounters::new(""),
         }
     }
 }
@@ -66,12 +77,13 @@ pub struct Gateway {
     identity: IdentityNames,
     forward_credential: bool,
     https: bool,
+    metrics: Arc<Metrics>,
 }
 
 impl Gateway {
     /// Builds the handler and its cache over `store`. Background tasks (change feed,
     /// `last_used_at` flush) are started by `spawn_background`.
-    pub fn new(config: &Config, store: Arc<dyn KeyStore>) -> Self {
+    pub fn new(config: &Config, store: Arc<dyn KeyStore>, metrics: Arc<Metrics>) -> Self {
         let settings = CacheSettings {
             max_entries: config.cache.max_entries,
             ttl: config.cache.ttl,
@@ -81,6 +93,7 @@ impl Gateway {
         let cache = Arc::new(KeyCache::new(
             store,
             settings,
+            metrics.clone(),
             Box::new(|l| {
                 let identity = crate::auth::Identity::of(&l);
                 CachedKey::new(l, identity)
@@ -92,7 +105,12 @@ impl Gateway {
             identity: IdentityNames::new(&config.identity.prefix),
             forward_credential: config.keys.forward_credential,
             https: config.tls.is_some(),
+            metrics,
         }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn cache(&self) -> &Arc<KeyCache> {
@@ -106,6 +124,7 @@ impl Gateway {
     pub fn reload(&self, old: &Config, new: &Config) -> Result<(), ReloadError> {
         let same = [
             ("listen", old.listen == new.listen),
+            ("admin.listen", old.admin.listen == new.admin.listen),
             ("tls", old.tls == new.tls),
             ("store", old.store == new.store),
             ("cache", old.cache == new.cache),
@@ -150,7 +169,9 @@ impl Gateway {
             key_id: None,
         };
         let method = req.method().clone();
-        let resp = match self.handle_inner(req, peer, &mut ctx).await {
+        let routing = self.routing.load_full();
+        self.metrics.in_flight.inc();
+        let resp = match self.handle_inner(req, peer, &routing, &mut ctx).await {
             Ok(mut resp) => {
                 // A 101's Connection/Upgrade are the handshake itself: keep them.
                 if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
@@ -158,12 +179,15 @@ impl Gateway {
                 }
                 resp.headers_mut()
                     .insert(headers::X_REQUEST_ID, ctx.request_id.clone());
+                self.count(&routing, ctx.route, "ok");
                 resp.map(Either::Left)
             }
             Err(e) => {
                 let answer = e.answer();
+                self.count(&routing, ctx.route, answer.code);
                 match &e {
                     GatewayError::Proxy(p) => {
+                        self.metrics.upstream_error(p.upstream());
                         tracing::warn!(request_id = ?ctx.request_id, error = %p, source = ?std::error::Error::source(p), "upstream failed")
                     }
                     GatewayError::Auth(AuthError::StoreUnavailable(s)) => {
@@ -184,13 +208,23 @@ impl Gateway {
             micros = start.elapsed().as_micros() as u64,
             "request"
         );
+        self.metrics.in_flight.dec();
+        self.metrics.request_duration.observe(start.elapsed());
         resp
+    }
+
+    fn count(&self, routing: &Routing, route: Option<usize>, code: &str) {
+        let counters = route
+            .and_then(|i| routing.counters.get(i))
+            .unwrap_or(&routing.unrouted);
+        counters.inc(&self.metrics, code);
     }
 
     async fn handle_inner(
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
+        routing: &Routing,
         ctx: &mut RequestCtx,
     ) -> Result<Response<Incoming>, GatewayError> {
         // Parts, so the path can be borrowed from the URI while headers are rewritten.
@@ -200,7 +234,6 @@ impl Gateway {
         // 1. Normalize before routing: rules must see the path the upstream will act on.
         let path = normalize_path(uri.path())?;
         let host_header = request_host(&parts.headers, uri);
-        let routing = self.routing.load_full();
         let (route_ix, route) = routing
             .router
             .find(
@@ -215,10 +248,12 @@ impl Gateway {
         //    client sent it. After routing, so that 404/400 never depend on the credential.
         let hdrs = &mut parts.headers;
         let principal = if route.auth {
-            let credential = extract_credential(hdrs, uri.query(), &self.auth.sources)?;
-            let key = self.auth.authenticate(&credential, now_ms()).await?;
-            ctx.key_id = Some(key.identity.key_id.clone());
-            Some(self.auth.authorize(key, route, hdrs, &path)?)
+            let auth_start = Instant::now();
+            let verdict = self
+                .authenticate(hdrs, uri.query(), route, &path, ctx)
+                .await;
+            self.metrics.auth_duration.observe(auth_start.elapsed());
+            Some(verdict?)
         } else {
             None
         };
@@ -277,6 +312,23 @@ impl Gateway {
             upgrade::splice(client, hyper::upgrade::on(&mut resp));
         }
         Ok(resp)
+    }
+}
+
+impl Gateway {
+    /// Credential -> key -> permissions and workspace (timed as one step by the caller).
+    async fn authenticate(
+        &self,
+        hdrs: &http::HeaderMap,
+        query: Option<&str>,
+        route: &crate::config::RouteConfig,
+        path: &str,
+        ctx: &mut RequestCtx,
+    ) -> Result<crate::auth::Principal, GatewayError> {
+        let credential = extract_credential(hdrs, query, &self.auth.sources)?;
+        let key = self.auth.authenticate(&credential, now_ms()).await?;
+        ctx.key_id = Some(key.identity.key_id.clone());
+        Ok(self.auth.authorize(key, route, hdrs, path)?)
     }
 }
 

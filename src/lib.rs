@@ -6,6 +6,7 @@
 //! becomes a status and a JSON body. `service` holds the key lifecycle rules the CLI
 //! (and the admin API) share.
 
+pub mod admin;
 pub mod auth;
 pub mod cache;
 pub mod cli;
@@ -14,6 +15,7 @@ pub mod demo;
 pub mod error;
 pub mod gateway;
 pub mod key;
+pub mod metrics;
 pub mod proxy;
 pub mod route;
 pub mod server;

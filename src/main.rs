@@ -127,9 +127,22 @@ fn main() -> ExitCode {
 
 async fn serve(config: Config, path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     let store = keygate::store::open(&config.store).await?;
-    let gateway = Arc::new(keygate::gateway::Gateway::new(&config, store));
+    let metrics = Arc::new(keygate::metrics::Metrics::new());
+    let gateway = Arc::new(keygate::gateway::Gateway::new(
+        &config,
+        store.clone(),
+        metrics.clone(),
+    ));
     gateway.spawn_background(&config);
+    let admin = Arc::new(keygate::admin::Admin::new(
+        &config,
+        store,
+        metrics,
+        Some(gateway.cache().clone()),
+    ));
+    let admin_running = keygate::admin::start(&config, admin.clone()).await?;
     let running = keygate::server::start(&config, gateway.clone()).await?;
+    tracing::info!(admin = %admin_running.addr, "admin API serving");
     tracing::info!(listen = %running.addr, tls = config.tls.is_some(), routes = config.routes.len(), "keygate serving");
     let shutdown = keygate::shutdown_signal();
     tokio::pin!(shutdown);
@@ -143,6 +156,7 @@ async fn serve(config: Config, path: &std::path::Path) -> Result<(), Box<dyn std
                 match Config::load(path) {
                     Ok(new) => match gateway.reload(&current, &new) {
                         Ok(()) => {
+                            admin.reload(&new);
                             tracing::info!(routes = new.routes.len(), upstreams = new.upstreams.len(), "config reloaded");
                             current = new;
                         }
@@ -154,7 +168,10 @@ async fn serve(config: Config, path: &std::path::Path) -> Result<(), Box<dyn std
         }
     }
     tracing::info!(drain = ?config.server.drain_timeout, "shutting down; draining in-flight requests");
-    running.shutdown(config.server.drain_timeout).await;
+    tokio::join!(
+        running.shutdown(config.server.drain_timeout),
+        admin_running.shutdown(config.server.drain_timeout)
+    );
     // Write the last uses before exit so a restart loses none.
     gateway.cache().flush_once().await;
     Ok(())

@@ -4,10 +4,13 @@
 
 use crate::config::{Config, ServerConfig, TlsConfig};
 use crate::gateway::Gateway;
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +40,6 @@ pub enum ServeError {
 /// A listening gateway. Dropping it does not stop it; call `shutdown`.
 pub struct Running {
     pub addr: SocketAddr,
-    pub gateway: Arc<Gateway>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -76,7 +78,7 @@ fn tls_acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, ServeError> {
     Ok(TlsAcceptor::from(Arc::new(cfg)))
 }
 
-fn http_builder(s: &ServerConfig) -> auto::Builder<TokioExecutor> {
+pub fn http_builder(s: &ServerConfig) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
@@ -91,21 +93,42 @@ fn http_builder(s: &ServerConfig) -> auto::Builder<TokioExecutor> {
 
 /// Binds `config.listen` and serves the gateway until `shutdown` is called.
 pub async fn start(config: &Config, gateway: Arc<Gateway>) -> Result<Running, ServeError> {
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
-        addr: config.listen,
-        source,
-    })?;
     let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
-    let builder = Arc::new(http_builder(&config.server));
-    let drain = config.server.drain_timeout;
+    let handler = move |req, peer| {
+        let gw = gateway.clone();
+        async move { gw.handle(req, peer).await }
+    };
+    serve(
+        config.listen,
+        tls,
+        http_builder(&config.server),
+        config.server.drain_timeout,
+        handler,
+    )
+    .await
+}
+
+/// Binds `addr` and serves `handler` on every connection (HTTP/1.1 and h2, TLS when
+/// given), until `Running::shutdown`.
+pub async fn serve<H, F, B>(
+    addr: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    builder: auto::Builder<TokioExecutor>,
+    drain: Duration,
+    handler: H,
+) -> Result<Running, ServeError>
+where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let bind_err = |source| ServeError::Bind { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
+    let addr = listener.local_addr().map_err(bind_err)?;
+    let builder = Arc::new(builder);
     let (stop, mut stopped) = watch::channel(false);
-    let gw = gateway.clone();
     let task = tokio::spawn(async move {
         let graceful = GracefulShutdown::new();
         loop {
@@ -121,40 +144,35 @@ pub async fn start(config: &Config, gateway: Arc<Gateway>) -> Result<Running, Se
                         }
                     };
                     let _ = tcp.set_nodelay(true);
-                    let gw = gw.clone();
+                    let handler = handler.clone();
                     let svc = service_fn(move |req| {
-                        let gw = gw.clone();
-                        async move { Ok::<_, std::convert::Infallible>(gw.handle(req, peer).await) }
+                        let fut = handler(req, peer);
+                        async move { Ok::<_, std::convert::Infallible>(fut.await) }
                     });
                     let builder = builder.clone();
-                    match &tls {
-                        None => {
-                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc).into_owned();
-                            let conn = graceful.watch(conn);
-                            tokio::spawn(async move {
-                                if let Err(e) = conn.await {
-                                    tracing::debug!(error = %e, %peer, "connection ended with an error");
+                    let watcher = graceful.watcher();
+                    let tls = tls.clone();
+                    tokio::spawn(async move {
+                        let result = match tls {
+                            None => {
+                                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc);
+                                watcher.watch(conn.into_owned()).await
+                            }
+                            Some(acceptor) => match acceptor.accept(tcp).await {
+                                Ok(stream) => {
+                                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                                    watcher.watch(conn.into_owned()).await
                                 }
-                            });
-                        }
-                        Some(acceptor) => {
-                            let acceptor = acceptor.clone();
-                            let watcher = graceful.watcher();
-                            tokio::spawn(async move {
-                                let tls = match acceptor.accept(tcp).await {
-                                    Ok(t) => t,
-                                    Err(e) => {
-                                        tracing::debug!(error = %e, %peer, "TLS handshake failed");
-                                        return;
-                                    }
-                                };
-                                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc).into_owned();
-                                if let Err(e) = watcher.watch(conn).await {
-                                    tracing::debug!(error = %e, %peer, "connection ended with an error");
+                                Err(e) => {
+                                    tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                                    return;
                                 }
-                            });
+                            },
+                        };
+                        if let Err(e) = result {
+                            tracing::debug!(error = %e, %peer, "connection ended with an error");
                         }
-                    }
+                    });
                 }
                 _ = stopped.changed() => break,
             }
@@ -167,10 +185,5 @@ pub async fn start(config: &Config, gateway: Arc<Gateway>) -> Result<Running, Se
             tracing::warn!(?drain, "drain timeout; closing the remaining connections");
         }
     });
-    Ok(Running {
-        addr,
-        gateway,
-        stop,
-        task,
-    })
+    Ok(Running { addr, stop, task })
 }

@@ -12,6 +12,7 @@ fn config(upstream: std::net::SocketAddr, db: &std::path::Path, route: &str) -> 
     format!(
         r#"
 listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
 store: {{ kind: embedded, path: "{db}" }}
 log: {{ level: info }}
 upstreams:

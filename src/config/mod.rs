@@ -121,6 +121,8 @@ pub enum WorkspaceRule {
 
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
+    /// Label in metrics and logs.
+    pub name: String,
     /// Normalized prefix without trailing slash (`/` for the root).
     pub path: String,
     /// Lower-case host without port.
@@ -621,6 +623,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         permissions.sort();
         permissions.dedup();
         routes.push(RouteConfig {
+            name: r.name.unwrap_or_else(|| path.clone()),
             path,
             host: r.host.map(|h| h.to_ascii_lowercase()),
             methods,

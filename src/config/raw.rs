@@ -149,6 +149,8 @@ pub struct RawUpstream {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
+    /// Label of the route in metrics and logs (default: its path).
+    pub name: Option<String>,
     /// Path prefix, matched on whole segments of the normalized path.
     pub path: String,
     /// Exact host (without port), any letter case.

@@ -29,6 +29,16 @@ pub enum ProxyError {
     Timeout { upstream: String, timeout: Duration },
 }
 
+impl ProxyError {
+    pub fn upstream(&self) -> &str {
+        match self {
+            ProxyError::Unavailable { upstream, .. } | ProxyError::Timeout { upstream, .. } => {
+                upstream
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Target {
     scheme: Scheme,

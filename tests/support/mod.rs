@@ -108,10 +108,26 @@ pub async fn start_upstream() -> Upstream {
 
 /// The default test config: routes over the upstream, roles viewer/editor, a key header
 /// and a query parameter, workspace rules by header and by path segment.
+/// Admin tokens of the test config: the operator's (unlimited), an org owner's
+/// (`orgs: [acme]`) and a workspace editor's (`acme` / `team-a`).
+pub const OPS_TOKEN: &str = "ops-token-for-tests";
+pub const ACME_TOKEN: &str = "acme-owner-token-for-tests";
+pub const TEAM_A_TOKEN: &str = "team-a-editor-token-for-tests";
+
+fn token_hash(t: &str) -> String {
+    keygate::key::KeyHash::of(t.as_bytes()).to_hex()
+}
+
 pub fn base_yaml(upstream: SocketAddr, db: &std::path::Path) -> String {
     format!(
         r#"
 listen: 127.0.0.1:0
+admin:
+  listen: 127.0.0.1:0
+  tokens:
+    - {{ name: ops, sha256: "{ops}" }}
+    - {{ name: acme-owner, sha256: "{acme}", orgs: [acme] }}
+    - {{ name: team-a-editor, sha256: "{team}", orgs: [acme], workspaces: [team-a] }}
 store: {{ kind: embedded, path: "{db}", poll_interval: 100ms }}
 cache: {{ max_entries: 1000, ttl: 30s, negative_ttl: 5s, stale_if_error: 5m }}
 keys: {{ prefix: kg, header: x-api-key, query_param: api_key }}
@@ -133,7 +149,10 @@ routes:
   - {{ path: /stream, upstream: api }}
   - {{ path: /hosted, host: api.example.com, upstream: api }}
 "#,
-        db = db.display()
+        db = db.display(),
+        ops = token_hash(OPS_TOKEN),
+        acme = token_hash(ACME_TOKEN),
+        team = token_hash(TEAM_A_TOKEN),
     )
 }
 
@@ -147,6 +166,9 @@ pub struct TestGateway {
     pub gateway: Arc<Gateway>,
     running: Option<Running>,
     pub upstream: Upstream,
+    /// The admin API of this gateway (same store, same metrics).
+    pub admin_addr: SocketAddr,
+    admin_running: Option<Running>,
 }
 
 impl TestGateway {
@@ -166,12 +188,24 @@ impl TestGateway {
         let store = keygate::store::open(&config.store)
             .await
             .expect("open store");
-        let gateway = Arc::new(Gateway::new(&config, store));
+        let metrics = Arc::new(keygate::metrics::Metrics::new());
+        let gateway = Arc::new(Gateway::new(&config, store.clone(), metrics.clone()));
         gateway.spawn_background(&config);
         let running = keygate::server::start(&config, gateway.clone())
             .await
             .expect("start gateway");
+        let admin = Arc::new(keygate::admin::Admin::new(
+            &config,
+            store,
+            metrics,
+            Some(gateway.cache().clone()),
+        ));
+        let admin_running = keygate::admin::start(&config, admin)
+            .await
+            .expect("start admin API");
         TestGateway {
+            admin_addr: admin_running.addr,
+            admin_running: Some(admin_running),
             addr: running.addr,
             dir,
             config_path,
@@ -184,6 +218,10 @@ impl TestGateway {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin_addr, path)
     }
 
     /// Runs the real `keygate` binary with `--config <this config> --json`.
@@ -204,6 +242,9 @@ impl TestGateway {
 
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
+            r.shutdown(Duration::from_secs(2)).await;
+        }
+        if let Some(r) = self.admin_running.take() {
             r.shutdown(Duration::from_secs(2)).await;
         }
     }

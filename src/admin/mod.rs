@@ -1,0 +1,285 @@
+//! The admin API (SPEC §5) on its own listener (127.0.0.1:8081 by default), apart from
+//! the proxy: key lifecycle over HTTP with admin tokens, audit, health and metrics.
+//!
+//! Tokens are configured by sha256 and compared by hash in constant time; an API key
+//! presented here is refused outright (a key can never manage keys). Lifecycle rules are
+//! `service`'s, shared with the CLI; this module parses, checks scope and answers.
+
+mod handlers;
+pub mod routes;
+
+use crate::cache::KeyCache;
+use crate::config::{AdminToken, Config};
+use crate::error::AdminError;
+use crate::key::{KeyFormat, KeyHash};
+use crate::metrics::Metrics;
+use crate::server::{Running, ServeError};
+use crate::service::KeyService;
+use crate::store::{KeyRecord, KeyStore};
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use routes::{Found, Op};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Largest request body the admin API reads.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// What a reload (SIGHUP) swaps: roles (inside the service) and tokens.
+pub struct AdminState {
+    pub service: KeyService,
+    pub tokens: Vec<AdminToken>,
+}
+
+pub struct Admin {
+    state: ArcSwap<AdminState>,
+    store: Arc<dyn KeyStore>,
+    format: KeyFormat,
+    metrics: Arc<Metrics>,
+    cache: Option<Arc<KeyCache>>,
+}
+
+impl Admin {
+    /// `cache` is the serving gateway's, for the `keygate_cache_keys` gauge.
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn KeyStore>,
+        metrics: Arc<Metrics>,
+        cache: Option<Arc<KeyCache>>,
+    ) -> Self {
+        let format = KeyFormat::new(&config.keys.prefix);
+        Admin {
+            state: ArcSwap::from_pointee(Self::state(config, &store, &format)),
+            store,
+            format,
+            metrics,
+            cache,
+        }
+    }
+
+    fn state(config: &Config, store: &Arc<dyn KeyStore>, format: &KeyFormat) -> AdminState {
+        AdminState {
+            service: KeyService::new(store.clone(), config.roles.clone(), format.clone()),
+            tokens: config.admin.tokens.clone(),
+        }
+    }
+
+    /// Takes the roles and tokens of a reloaded config.
+    pub fn reload(&self, config: &Config) {
+        self.state
+            .store(Arc::new(Self::state(config, &self.store, &self.format)));
+    }
+
+    /// Which configured token the request carries. An API key is refused with 403 before
+    /// any token comparison, so a leaked key can never reach key management.
+    fn token<'s>(
+        &self,
+        state: &'s AdminState,
+        req: &Request<Incoming>,
+    ) -> Result<&'s AdminToken, AdminError> {
+        let mut values = req.headers().get_all(AUTHORIZATION).iter();
+        let value = match (values.next(), values.next()) {
+            (Some(v), None) => v,
+            _ => return Err(AdminError::Unauthorized),
+        };
+        let presented = crate::auth::bearer(value).ok_or(AdminError::Unauthorized)?;
+        if std::str::from_utf8(presented).is_ok_and(|s| self.format.check(s).is_ok()) {
+            return Err(AdminError::ApiKeyNotAllowed);
+        }
+        let hash = KeyHash::of(presented);
+        // Every token is compared, each in constant time: no early exit tells which
+        // bytes of which token matched.
+        let mut found = None;
+        for t in &state.tokens {
+            if constant_time_eq(&t.sha256, &hash.0) {
+                found = Some(t);
+            }
+        }
+        found.ok_or(AdminError::Unauthorized)
+    }
+
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        match self.handle_inner(req).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                let a = e.answer();
+                if a.status.is_server_error() {
+                    tracing::warn!(%method, %path, error = %e, "admin request failed");
+                } else {
+                    tracing::debug!(%method, %path, code = a.code, "admin request refused");
+                }
+                e.into_response()
+            }
+        }
+    }
+
+    async fn handle_inner(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<Response<Full<Bytes>>, AdminError> {
+        let path = req.uri().path().to_owned();
+        let (op, params) = match routes::find(req.method(), &path) {
+            Found::Op(op, params) => (op, params),
+            Found::WrongMethod => return Err(AdminError::MethodNotAllowed),
+            Found::NotFound => return Err(AdminError::NoSuchEndpoint),
+        };
+        let param = |name: &str| {
+            params
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v).to_owned())
+                .unwrap_or_default()
+        };
+        if op.is_public() {
+            return self.public(op).await;
+        }
+        let state = self.state.load_full();
+        let token = self.token(&state, &req)?;
+        let params = ParamValues {
+            id: param("id"),
+            org: param("org"),
+            user: param("user"),
+        };
+        handlers::run(&state.service, op, token, params, req).await
+    }
+
+    async fn public(&self, op: Op) -> Result<Response<Full<Bytes>>, AdminError> {
+        match op {
+            Op::Healthz => Ok(json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))),
+            Op::Readyz => match self.store.ping().await {
+                Ok(()) => Ok(json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "status": "ready" }),
+                )),
+                Err(e) => {
+                    tracing::warn!(error = %e, "store not reachable");
+                    Ok(json(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &serde_json::json!({ "status": "not ready", "reason": "key store unreachable" }),
+                    ))
+                }
+            },
+            _ => {
+                if let Some(c) = &self.cache {
+                    self.metrics
+                        .cache_keys
+                        .set(i64::try_from(c.entry_count()).unwrap_or(i64::MAX));
+                }
+                let mut resp = Response::new(Full::new(Bytes::from(self.metrics.encode())));
+                resp.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                Ok(resp)
+            }
+        }
+    }
+}
+
+/// Path parameters by name (empty when the route has none).
+pub struct ParamValues {
+    pub id: String,
+    pub org: String,
+    pub user: String,
+}
+
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether a limited token may see and manage a key of `org` scoped to `workspaces`.
+/// An org-limited token: keys of its orgs. A workspace-limited token: workspace keys of
+/// its workspaces only (an org key reaches beyond them).
+pub fn in_scope(token: &AdminToken, org: &str, workspaces: &[String]) -> bool {
+    let org_ok = token
+        .orgs
+        .as_ref()
+        .is_none_or(|o| o.iter().any(|x| x == org));
+    let ws_ok = token.workspaces.as_ref().is_none_or(|allowed| {
+        !workspaces.is_empty()
+            && workspaces
+                .iter()
+                .all(|w| w != crate::store::ALL_WORKSPACES && allowed.contains(w))
+    });
+    org_ok && ws_ok
+}
+
+pub fn key_in_scope(token: &AdminToken, key: &KeyRecord) -> bool {
+    in_scope(token, &key.org, &key.workspaces)
+}
+
+pub fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// Binds `config.admin.listen` and serves the admin API.
+pub async fn start(config: &Config, admin: Arc<Admin>) -> Result<Running, ServeError> {
+    let handler = move |req, _peer: SocketAddr| {
+        let admin = admin.clone();
+        async move { admin.handle(req).await }
+    };
+    crate::server::serve(
+        config.admin.listen,
+        None,
+        crate::server::http_builder(&config.server),
+        config.server.drain_timeout,
+        handler,
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(orgs: Option<&[&str]>, workspaces: Option<&[&str]>) -> AdminToken {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect();
+        AdminToken {
+            name: "t".into(),
+            sha256: [0; 32],
+            orgs: orgs.map(v),
+            workspaces: workspaces.map(v),
+        }
+    }
+
+    #[test]
+    fn scopes() {
+        let ws = |s: &str| vec![s.to_string()];
+        let all = ws("*");
+        let op = token(None, None);
+        assert!(in_scope(&op, "acme", &all));
+        let org = token(Some(&["acme"]), None);
+        assert!(in_scope(&org, "acme", &all));
+        assert!(in_scope(&org, "acme", &ws("team-a")));
+        assert!(!in_scope(&org, "other", &ws("team-a")));
+        let team = token(Some(&["acme"]), Some(&["team-a"]));
+        assert!(in_scope(&team, "acme", &ws("team-a")));
+        assert!(!in_scope(&team, "acme", &ws("team-b")));
+        assert!(
+            !in_scope(&team, "acme", &all),
+            "an org key reaches beyond the workspace"
+        );
+        assert!(!in_scope(&team, "other", &ws("team-a")));
+    }
+
+    #[test]
+    fn constant_time_compare() {
+        let a = [7u8; 32];
+        let mut b = a;
+        assert!(constant_time_eq(&a, &b));
+        b[31] ^= 1;
+        assert!(!constant_time_eq(&a, &b));
+    }
+}

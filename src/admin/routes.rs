@@ -1,0 +1,124 @@
+//! The admin API's route table: one list that the router dispatches from and that the
+//! OpenAPI document is checked against (tests/openapi.rs), so they cannot drift apart.
+
+use http::Method;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    CreateKey,
+    ListKeys,
+    GetKey,
+    PatchKey,
+    DeleteKey,
+    RevokeKey,
+    DisableKey,
+    EnableKey,
+    RotateKey,
+    RevealSecret,
+    RemoveUser,
+    RestoreUser,
+    SetUserRoles,
+    Audit,
+    Healthz,
+    Readyz,
+    Metrics,
+}
+
+impl Op {
+    /// Health and metrics answer without a token (SPEC §5).
+    pub fn is_public(self) -> bool {
+        matches!(self, Op::Healthz | Op::Readyz | Op::Metrics)
+    }
+}
+
+/// Method, path pattern (`{name}` is one segment), operation.
+pub const ROUTES: &[(&str, &str, Op)] = &[
+    ("POST", "/v1/keys", Op::CreateKey),
+    ("GET", "/v1/keys", Op::ListKeys),
+    ("GET", "/v1/keys/{id}", Op::GetKey),
+    ("PATCH", "/v1/keys/{id}", Op::PatchKey),
+    ("DELETE", "/v1/keys/{id}", Op::DeleteKey),
+    ("POST", "/v1/keys/{id}/revoke", Op::RevokeKey),
+    ("POST", "/v1/keys/{id}/disable", Op::DisableKey),
+    ("POST", "/v1/keys/{id}/enable", Op::EnableKey),
+    ("POST", "/v1/keys/{id}/rotate", Op::RotateKey),
+    ("GET", "/v1/keys/{id}/secret", Op::RevealSecret),
+    ("POST", "/v1/orgs/{org}/users/{user}/remove", Op::RemoveUser),
+    (
+        "POST",
+        "/v1/orgs/{org}/users/{user}/restore",
+        Op::RestoreUser,
+    ),
+    ("PUT", "/v1/orgs/{org}/users/{user}/roles", Op::SetUserRoles),
+    ("GET", "/v1/audit", Op::Audit),
+    ("GET", "/healthz", Op::Healthz),
+    ("GET", "/readyz", Op::Readyz),
+    ("GET", "/metrics", Op::Metrics),
+];
+
+/// Path parameters of a matched route, in pattern order.
+pub type Params<'a> = Vec<(&'static str, &'a str)>;
+
+fn match_pattern<'a>(pattern: &'static str, path: &'a str) -> Option<Params<'a>> {
+    let mut params = Vec::new();
+    let mut got = path.split('/');
+    for want in pattern.split('/') {
+        let seg = got.next()?;
+        if let Some(name) = want.strip_prefix('{').and_then(|w| w.strip_suffix('}')) {
+            if seg.is_empty() {
+                return None;
+            }
+            params.push((name, seg));
+        } else if want != seg {
+            return None;
+        }
+    }
+    got.next().is_none().then_some(params)
+}
+
+pub enum Found<'a> {
+    Op(Op, Params<'a>),
+    /// The path exists, with other methods.
+    WrongMethod,
+    NotFound,
+}
+
+pub fn find<'a>(method: &Method, path: &'a str) -> Found<'a> {
+    let mut path_known = false;
+    for &(m, pattern, op) in ROUTES {
+        if let Some(params) = match_pattern(pattern, path) {
+            if m == method.as_str() {
+                return Found::Op(op, params);
+            }
+            path_known = true;
+        }
+    }
+    if path_known {
+        Found::WrongMethod
+    } else {
+        Found::NotFound
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches() {
+        match find(&Method::POST, "/v1/keys/key_abc/rotate") {
+            Found::Op(Op::RotateKey, p) => assert_eq!(p, vec![("id", "key_abc")]),
+            _ => panic!("no match"),
+        }
+        match find(&Method::PUT, "/v1/orgs/acme/users/bob/roles") {
+            Found::Op(Op::SetUserRoles, p) => assert_eq!(p, vec![("org", "acme"), ("user", "bob")]),
+            _ => panic!("no match"),
+        }
+        assert!(matches!(find(&Method::PUT, "/v1/keys"), Found::WrongMethod));
+        assert!(matches!(find(&Method::GET, "/v1/keys/"), Found::NotFound));
+        assert!(matches!(
+            find(&Method::GET, "/v1/keys/a/b/c"),
+            Found::NotFound
+        ));
+    }
+}
