@@ -303,6 +303,7 @@ impl KeyService {
             last_used_at: None,
             revoked_at: None,
             rotated_to: None,
+            version: 0,
         };
         let event = Self::event(
             "create",
@@ -351,7 +352,7 @@ impl KeyService {
         Ok(key)
     }
 
-    pub async fn rename(
+    async fn rename_once(
         &self,
         id: &str,
         name: &str,
@@ -364,7 +365,7 @@ impl KeyService {
             .await
     }
 
-    pub async fn set_metadata(
+    async fn set_metadata_once(
         &self,
         id: &str,
         metadata: BTreeMap<String, String>,
@@ -383,7 +384,7 @@ impl KeyService {
     }
 
     /// Permanent. Revoking a revoked key changes nothing and writes nothing.
-    pub async fn revoke(&self, id: &str, actor: &str) -> Result<KeyRecord, ServiceError> {
+    async fn revoke_once(&self, id: &str, actor: &str) -> Result<KeyRecord, ServiceError> {
         let key = self.must_get(id).await?;
         if key.state == KeyState::Revoked {
             return Ok(key);
@@ -395,7 +396,7 @@ impl KeyService {
         .await
     }
 
-    pub async fn disable(&self, id: &str, actor: &str) -> Result<KeyRecord, ServiceError> {
+    async fn disable_once(&self, id: &str, actor: &str) -> Result<KeyRecord, ServiceError> {
         let key = self.must_get(id).await?;
         match key.state {
             KeyState::Revoked => Err(not_active(&key, "revoked", "a revoked key stays revoked")),
@@ -409,7 +410,7 @@ impl KeyService {
         }
     }
 
-    pub async fn enable(&self, id: &str, actor: &str) -> Result<KeyRecord, ServiceError> {
+    async fn enable_once(&self, id: &str, actor: &str) -> Result<KeyRecord, ServiceError> {
         let key = self.must_get(id).await?;
         match key.state {
             KeyState::Revoked => Err(not_active(&key, "revoked", "a revoked key stays revoked")),
@@ -425,7 +426,7 @@ impl KeyService {
 
     /// A new key with the same attributes; the old one ends after `grace` (at once for
     /// 0s). Both are written, with one audit event naming both ids, in one transaction.
-    pub async fn rotate(
+    async fn rotate_once(
         &self,
         id: &str,
         grace: Duration,
@@ -462,6 +463,7 @@ impl KeyService {
             last_used_at: None,
             revoked_at: None,
             rotated_to: None,
+            version: 0,
             ..old.clone()
         };
         let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
@@ -526,7 +528,7 @@ impl KeyService {
     }
 
     /// The user's personal keys stop working (401 `owner_removed`) until restored.
-    pub async fn remove_user(
+    async fn remove_user_once(
         &self,
         org: &str,
         user: &str,
@@ -537,7 +539,7 @@ impl KeyService {
         self.save_user(u, "user_remove", actor).await
     }
 
-    pub async fn restore_user(
+    async fn restore_user_once(
         &self,
         org: &str,
         user: &str,
@@ -549,7 +551,7 @@ impl KeyService {
     }
 
     /// Records a user's roles; `inherit` keys of the user follow them.
-    pub async fn set_user_roles(
+    async fn set_user_roles_once(
         &self,
         org: &str,
         user: &str,
@@ -579,6 +581,111 @@ impl KeyService {
     pub async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, ServiceError> {
         Ok(self.store.audit(query).await?)
     }
+}
+
+/// Runs a read-check-write step again while the store reports a write conflict.
+macro_rules! retrying {
+    ($step:expr) => {{
+        let mut attempt = 0;
+        loop {
+            match $step {
+                Err(ServiceError::Store(StoreError::Conflict { .. }))
+                    if attempt < CONFLICT_RETRIES =>
+                {
+                    attempt += 1
+                }
+                other => break other,
+            }
+        }
+    }};
+}
+
+/// Lifecycle changes, each retried when another writer changed the same record between
+/// our read and our write (the store refuses such a save): the rules are then checked
+/// again on what is stored now, so a revoked key stays revoked whatever raced it.
+impl KeyService {
+    pub async fn rename(
+        &self,
+        id: &str,
+        name: &str,
+        actor: &str,
+    ) -> Result<KeyRecord, ServiceError> {
+        retrying!(self.rename_once(id, name, actor).await)
+    }
+
+    pub async fn set_metadata(
+        &self,
+        id: &str,
+        metadata: BTreeMap<String, String>,
+        actor: &str,
+    ) -> Result<KeyRecord, ServiceError> {
+        retrying!(self.set_metadata_once(id, metadata.clone(), actor).await)
+    }
+
+    /// Permanent. Revoking a revoked key changes nothing and writes nothing.
+    pub async fn revoke(&self, id: &str, actor: &str) -> Result<KeyRecord, ServiceError> {
+        retrying!(self.revoke_once(id, actor).await)
+    }
+
+    pub async fn disable(&self, id: &str, actor: &str) -> Result<KeyRecord, ServiceError> {
+        retrying!(self.disable_once(id, actor).await)
+    }
+
+    pub async fn enable(&self, id: &str, actor: &str) -> Result<KeyRecord, ServiceError> {
+        retrying!(self.enable_once(id, actor).await)
+    }
+
+    /// A new key with the same attributes; the old one ends after `grace` (at once for
+    /// 0s). Both are written, with one audit event naming both ids, in one transaction.
+    pub async fn rotate(
+        &self,
+        id: &str,
+        grace: Duration,
+        actor: &str,
+    ) -> Result<(KeyRecord, KeyRecord, ApiKey), ServiceError> {
+        retrying!(self.rotate_once(id, grace, actor).await)
+    }
+
+    /// The user's personal keys stop working (401 `owner_removed`) until restored.
+    pub async fn remove_user(
+        &self,
+        org: &str,
+        user: &str,
+        actor: &str,
+    ) -> Result<UserRecord, ServiceError> {
+        retrying!(self.remove_user_once(org, user, actor).await)
+    }
+
+    pub async fn restore_user(
+        &self,
+        org: &str,
+        user: &str,
+        actor: &str,
+    ) -> Result<UserRecord, ServiceError> {
+        retrying!(self.restore_user_once(org, user, actor).await)
+    }
+
+    /// Records a user's roles; `inherit` keys of the user follow them.
+    pub async fn set_user_roles(
+        &self,
+        org: &str,
+        user: &str,
+        roles: &[String],
+        actor: &str,
+    ) -> Result<UserRecord, ServiceError> {
+        retrying!(self.set_user_roles_once(org, user, roles, actor).await)
+    }
+}
+
+/// How often a change is tried again after a write conflict.
+const CONFLICT_RETRIES: u32 = 10;
+
+/// A short, growing, jittered pause, so racing writers stop colliding in lockstep.
+async fn conflict_backoff(attempt: u32) {
+    let mut jitter = [0u8; 1];
+    let _ = getrandom::getrandom(&mut jitter);
+    let ms = u64::from(attempt) * 2 + u64::from(jitter[0] % 8);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
 fn not_active(key: &KeyRecord, state: &'static str, hint: &'static str) -> ServiceError {

@@ -140,6 +140,19 @@ fn append_audit(tx: &Transaction<'_>, event: &AuditEvent) -> Result<(), StoreErr
     Ok(())
 }
 
+/// A record read at `read` (above 0) may only replace the revision it was read at; one
+/// not read from the store (0) is written as is (new keys, imports).
+fn check_version(
+    read: u64,
+    stored: u64,
+    record: impl FnOnce() -> String,
+) -> Result<(), StoreError> {
+    if read != 0 && read != stored {
+        return Err(StoreError::Conflict { record: record() });
+    }
+    Ok(())
+}
+
 fn save_keys_tx(
     tx: &Transaction<'_>,
     keys: &[KeyRecord],
@@ -149,19 +162,24 @@ fn save_keys_tx(
     for key in keys {
         // Hashes never change in practice, but if a caller did change one, the old hash's
         // cached answer must go too.
-        let old: Option<Vec<u8>> = tx
-            .prepare_cached("SELECT hash FROM keys WHERE id = ?1")?
-            .query_row([&key.id], |row| row.get(0))
+        let old: Option<(Vec<u8>, i64)> = tx
+            .prepare_cached("SELECT hash, version FROM keys WHERE id = ?1")?
+            .query_row([&key.id], |row| Ok((row.get(0)?, row.get(1)?)))
             .optional()?;
-        if let Some(old) = old.filter(|old| old[..] != key.hash.0[..]) {
+        let stored_version = old
+            .as_ref()
+            .map_or(0, |(_, v)| u64::try_from(*v).unwrap_or(0));
+        check_version(key.version, stored_version, || key.id.clone())?;
+        if let Some((old, _)) = old.filter(|(old, _)| old[..] != key.hash.0[..]) {
             feed::publish(tx, now, codec::hash_from_bytes(&old).as_ref())?;
         }
         // last_used_at belongs to record_last_used, which may have written a newer time
         // since the caller read this record: keep the later of the two.
         tx.prepare_cached(
-            "INSERT INTO keys (id, hash, org, owner, record, created_at, last_used_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+            "INSERT INTO keys (id, hash, org, owner, record, created_at, last_used_at, version)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
              ON CONFLICT (id) DO UPDATE SET
+                 version = excluded.version,
                  hash = excluded.hash,
                  org = excluded.org,
                  owner = excluded.owner,
@@ -181,6 +199,7 @@ fn save_keys_tx(
             codec::key_json(key),
             key.created_at,
             key.last_used_at,
+            i64::try_from(stored_version + 1).unwrap_or(i64::MAX),
         ])?;
         feed::publish(tx, now, Some(&key.hash))?;
     }
@@ -209,9 +228,19 @@ fn save_user_tx(
     user: &UserRecord,
     event: &AuditEvent,
 ) -> Result<(), StoreError> {
+    let stored: Option<i64> = tx
+        .prepare_cached("SELECT version FROM users WHERE org = ?1 AND user = ?2")?
+        .query_row(params![user.org, user.user], |row| row.get(0))
+        .optional()?;
+    let stored_version = stored.map_or(0, |v| u64::try_from(v).unwrap_or(0));
+    check_version(user.version, stored_version, || {
+        format!("user {}/{}", user.org, user.user)
+    })?;
     tx.prepare_cached(
-        "INSERT INTO users (org, user, removed, roles, permissions) VALUES (?1, ?2, ?3, ?4, ?5)
+        "INSERT INTO users (org, user, removed, roles, permissions, version)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (org, user) DO UPDATE SET
+             version = excluded.version,
              removed = excluded.removed,
              roles = excluded.roles,
              permissions = excluded.permissions",
@@ -222,6 +251,7 @@ fn save_user_tx(
         user.removed,
         codec::names_json(&user.roles),
         codec::names_json(&user.permissions),
+        i64::try_from(stored_version + 1).unwrap_or(i64::MAX),
     ])?;
     let now = now_ms();
     // Every answer for a key the user owns embeds the user's state.
@@ -253,8 +283,8 @@ impl KeyStore for EmbeddedStore {
                 return Ok(None);
             };
             let key = codec::key_from_row(row, 0)?;
-            let owner = match row.get::<_, Option<String>>(7)? {
-                Some(_) => Some(codec::user_from_row(row, 7)?),
+            let owner = match row.get::<_, Option<String>>(codec::KEY_COLUMNS)? {
+                Some(_) => Some(codec::user_from_row(row, codec::KEY_COLUMNS)?),
                 None => None,
             };
             Ok(Some(Lookup { key, owner }))

@@ -30,6 +30,8 @@ pub enum StoreError {
         "the store's schema version {found} is newer than this keygate supports ({supported})"
     )]
     SchemaTooNew { found: i64, supported: i64 },
+    #[error("{record} was changed by someone else meanwhile")]
+    Conflict { record: String },
     #[error("store kind `{0}` is not supported by this version")]
     Unsupported(&'static str),
 }

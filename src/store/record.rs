@@ -61,6 +61,11 @@ pub struct KeyRecord {
     pub revoked_at: Option<i64>,
     /// Set on the key a rotation replaced: the id of its successor.
     pub rotated_to: Option<String>,
+    /// The stored revision this record was read at. A save with a version above 0 only
+    /// succeeds if the store still holds that revision (`StoreError::Conflict` otherwise),
+    /// so two concurrent changes cannot silently undo each other (a rename racing a revoke
+    /// must never write the key back as active). 0: not read from the store (new).
+    pub version: u64,
 }
 
 impl KeyRecord {
@@ -82,6 +87,8 @@ pub struct UserRecord {
     pub removed: bool,
     pub roles: Vec<String>,
     pub permissions: Vec<String>,
+    /// As `KeyRecord::version`.
+    pub version: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -14,14 +14,14 @@ use std::collections::BTreeMap;
 /// them. A macro, not a const, so queries can be built with `concat!` at compile time.
 macro_rules! key_columns {
     () => {
-        "k.id, k.hash, k.org, k.owner, k.record, k.created_at, k.last_used_at"
+        "k.id, k.hash, k.org, k.owner, k.record, k.created_at, k.last_used_at, k.version"
     };
 }
 
 /// The columns a user query selects (table alias `u`), in the order `user_from_row` reads them.
 macro_rules! user_columns {
     () => {
-        "u.org, u.user, u.removed, u.roles, u.permissions"
+        "u.org, u.user, u.removed, u.roles, u.permissions, u.version"
     };
 }
 
@@ -75,7 +75,10 @@ pub(super) fn value_json(value: &serde_json::Value) -> String {
     serde_json::to_string(value).expect("a JSON value with string keys always serializes")
 }
 
-/// The key in columns `at..at + 7` (see `key_columns!`).
+/// Columns of `key_columns!`.
+pub(super) const KEY_COLUMNS: usize = 8;
+
+/// The key in columns `at..at + KEY_COLUMNS` (see `key_columns!`).
 pub(super) fn key_from_row(row: &Row<'_>, at: usize) -> Result<KeyRecord, StoreError> {
     // The id is the primary key; if even it cannot be read the row has no name to give.
     let id: String = row.get(at)?;
@@ -90,6 +93,7 @@ fn decode_key(row: &Row<'_>, at: usize, id: &str) -> Result<KeyRecord, String> {
     let record: String = row.get(at + 4).map_err(|e| format!("record: {e}"))?;
     let created_at: i64 = row.get(at + 5).map_err(|e| format!("created_at: {e}"))?;
     let last_used_at: Option<i64> = row.get(at + 6).map_err(|e| format!("last_used_at: {e}"))?;
+    let version: i64 = row.get(at + 7).map_err(|e| format!("version: {e}"))?;
     let s: StoredKey = serde_json::from_str(&record).map_err(|e| format!("record: {e}"))?;
     Ok(KeyRecord {
         id: id.to_owned(),
@@ -111,10 +115,11 @@ fn decode_key(row: &Row<'_>, at: usize, id: &str) -> Result<KeyRecord, String> {
         last_used_at,
         revoked_at: s.revoked_at,
         rotated_to: s.rotated_to,
+        version: u64::try_from(version).map_err(|_| format!("version {version}"))?,
     })
 }
 
-/// The user in columns `at..at + 5` (see `user_columns!`).
+/// The user in columns `at..at + 6` (see `user_columns!`).
 pub(super) fn user_from_row(row: &Row<'_>, at: usize) -> Result<UserRecord, StoreError> {
     let org: String = row.get(at)?;
     let user: String = row.get(at + 1)?;
@@ -122,6 +127,7 @@ pub(super) fn user_from_row(row: &Row<'_>, at: usize) -> Result<UserRecord, Stor
         let removed: bool = row.get(at + 2).map_err(|e| format!("removed: {e}"))?;
         let roles: String = row.get(at + 3).map_err(|e| format!("roles: {e}"))?;
         let permissions: String = row.get(at + 4).map_err(|e| format!("permissions: {e}"))?;
+        let version: i64 = row.get(at + 5).map_err(|e| format!("version: {e}"))?;
         Ok(UserRecord {
             org: org.clone(),
             user: user.clone(),
@@ -129,6 +135,7 @@ pub(super) fn user_from_row(row: &Row<'_>, at: usize) -> Result<UserRecord, Stor
             roles: serde_json::from_str(&roles).map_err(|e| format!("roles: {e}"))?,
             permissions: serde_json::from_str(&permissions)
                 .map_err(|e| format!("permissions: {e}"))?,
+            version: u64::try_from(version).map_err(|_| format!("version {version}"))?,
         })
     };
     decode().map_err(|reason| corrupt(format!("user {org}/{user}"), reason))

@@ -15,7 +15,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
 type Migration = fn(&Transaction<'_>) -> rusqlite::Result<()>;
 
 /// Step `i` takes a file from version `i` to version `i + 1`.
-const MIGRATIONS: &[Migration] = &[v1_initial];
+const MIGRATIONS: &[Migration] = &[v1_initial, v2_versions];
 
 /// The newest schema this build reads and writes.
 pub(super) const SUPPORTED_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -73,6 +73,14 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     tx.commit()?;
     Ok(())
+}
+
+/// Version 2: a revision per key and user row, for compare-and-set saves.
+fn v2_versions(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "ALTER TABLE keys ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+         ALTER TABLE users ADD COLUMN version INTEGER NOT NULL DEFAULT 1;",
+    )
 }
 
 /// Version 1: keys, users, the audit log and the change feed.

@@ -7,6 +7,14 @@ fn open(dir: &TempDir) -> EmbeddedStore {
     EmbeddedStore::open(&dir.path().join("data/keygate.db")).expect("open store")
 }
 
+/// `k` as read back after its first save: the store's first revision.
+fn stored(k: &KeyRecord) -> KeyRecord {
+    KeyRecord {
+        version: 1,
+        ..k.clone()
+    }
+}
+
 fn key(id: &str, org: &str, workspaces: &[&str], created_at: i64) -> KeyRecord {
     KeyRecord {
         id: id.to_owned(),
@@ -28,6 +36,7 @@ fn key(id: &str, org: &str, workspaces: &[&str], created_at: i64) -> KeyRecord {
         last_used_at: None,
         revoked_at: None,
         rotated_to: None,
+        version: 0,
     }
 }
 
@@ -57,6 +66,7 @@ fn user(org: &str, name: &str, removed: bool) -> UserRecord {
         removed,
         roles: vec!["editor".to_owned()],
         permissions: vec!["models:read".to_owned(), "models:write".to_owned()],
+        version: 0,
     }
 }
 
@@ -109,11 +119,11 @@ async fn key_record_round_trips_with_every_field() {
 
     assert_eq!(
         store.get_key("key_full").await.expect("get"),
-        Some(full.clone())
+        Some(stored(&full))
     );
     assert_eq!(
         store.get_key("key_inherit").await.expect("get"),
-        Some(inherit)
+        Some(stored(&inherit))
     );
     assert_eq!(store.get_key("key_missing").await.expect("get"), None);
     let found = store
@@ -121,7 +131,7 @@ async fn key_record_round_trips_with_every_field() {
         .await
         .expect("lookup")
         .expect("found");
-    assert_eq!(found.key, full);
+    assert_eq!(found.key, stored(&full));
     assert_eq!(found.owner, None, "no user record for alice yet");
     assert!(store
         .lookup(&KeyHash::of(b"nope"))
@@ -159,6 +169,10 @@ async fn lookup_brings_the_owner_record_of_the_same_org() {
         .await
         .expect("save user");
     let found = store.lookup(&k.hash).await.expect("lookup").expect("found");
+    let alice = UserRecord {
+        version: 1,
+        ..alice
+    };
     assert_eq!(found.owner, Some(alice.clone()));
     assert_eq!(
         store.get_user("acme", "alice").await.expect("get"),
@@ -668,7 +682,10 @@ async fn reopening_keeps_data_and_migrations_are_idempotent() {
         save(&store, std::slice::from_ref(&k)).await;
     }
     let store = open(&dir);
-    assert_eq!(store.get_key("key_keep").await.expect("get"), Some(k));
+    assert_eq!(
+        store.get_key("key_keep").await.expect("get"),
+        Some(stored(&k))
+    );
     assert_eq!(store.change_cursor().await.expect("cursor"), 1);
     let version: i64 = lock(&store.inner.writer)
         .query_row("PRAGMA user_version", [], |row| row.get(0))
@@ -734,7 +751,7 @@ async fn a_second_instance_on_the_same_file_sees_the_writes() {
             .expect("lookup")
             .expect("found")
             .key,
-        k
+        stored(&k)
     );
 
     let revoked = KeyRecord {
@@ -752,7 +769,10 @@ async fn a_second_instance_on_the_same_file_sees_the_writes() {
             .expect("lookup")
             .expect("found")
             .key,
-        revoked
+        KeyRecord {
+            version: 2,
+            ..revoked
+        }
     );
 
     // And the other way: the gateway's own writes reach the CLI.
@@ -786,7 +806,10 @@ async fn a_corrupt_record_is_an_error_naming_the_key() {
         store.list_keys(&KeyFilter::default()).await.map(|_| ())
     ));
     // Other keys still answer, and the bad one can be deleted.
-    assert_eq!(store.get_key("key_good").await.expect("get"), Some(good));
+    assert_eq!(
+        store.get_key("key_good").await.expect("get"),
+        Some(stored(&good))
+    );
     assert!(store
         .delete_key("key_bad", &event("delete", Some("key_bad")))
         .await
@@ -837,4 +860,52 @@ async fn a_failed_save_writes_nothing() {
         .await
         .expect("audit");
     assert_eq!(events.len(), 1);
+}
+
+#[tokio::test]
+async fn a_save_from_a_stale_read_is_a_conflict_and_writes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    save(&store, &[key("key_race", "acme", &["*"], 1)]).await;
+    let read_a = store
+        .get_key("key_race")
+        .await
+        .expect("get")
+        .expect("found");
+    let read_b = read_a.clone();
+    // A revokes first.
+    let revoked = KeyRecord {
+        state: KeyState::Revoked,
+        ..read_a
+    };
+    store
+        .save_keys(&[revoked], &event("revoke", Some("key_race")))
+        .await
+        .expect("revoke");
+    // B renames from its older read: refused, and the key stays revoked.
+    let renamed = KeyRecord {
+        name: "new".into(),
+        ..read_b
+    };
+    let err = store
+        .save_keys(&[renamed], &event("rename", Some("key_race")))
+        .await;
+    assert!(matches!(err, Err(StoreError::Conflict { .. })), "{err:?}");
+    let now = store
+        .get_key("key_race")
+        .await
+        .expect("get")
+        .expect("found");
+    assert_eq!(now.state, KeyState::Revoked);
+    assert_eq!(now.name, "key_race");
+    assert_eq!(now.version, 2);
+    let events = store
+        .audit(&AuditQuery {
+            key_id: Some("key_race".into()),
+            before: None,
+            limit: 10,
+        })
+        .await
+        .expect("audit");
+    assert_eq!(events.len(), 2, "the refused rename wrote no audit event");
 }
