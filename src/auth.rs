@@ -351,7 +351,11 @@ impl Authenticator {
                     .filter(|w| !w.is_empty())
                     .ok_or(AuthError::WorkspaceRequired)?;
                 let rec = &key.lookup.key;
-                if !rec.is_org_key() && !rec.workspaces.iter().any(|w| w == ws) {
+                // An org key may use any workspace of its org, but only a real workspace
+                // name reaches the upstream (never `*`, a list or a path).
+                if !crate::store::is_ident(ws)
+                    || (!rec.is_org_key() && !rec.workspaces.iter().any(|w| w == ws))
+                {
                     return Err(AuthError::WorkspaceNotAllowed);
                 }
                 Some(HeaderValue::from_str(ws).map_err(|_| AuthError::WorkspaceNotAllowed)?)

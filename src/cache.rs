@@ -46,7 +46,13 @@ impl CachedKey {
 pub struct Entry {
     pub key: Option<Arc<CachedKey>>,
     confirmed_at: Instant,
+    /// After a failed refresh, the stale answer serves without asking the store again
+    /// until then: a dead store costs one lookup per key per second, not one per request.
+    retry_at: Option<Instant>,
 }
+
+/// How long a failed refresh is not retried (stale answers keep serving meanwhile).
+const REFRESH_RETRY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 #[error("key store unavailable: {0}")]
@@ -154,12 +160,18 @@ impl KeyCache {
     }
 
     fn is_fresh(&self, e: &Entry, now: Instant) -> bool {
+        let age = now.duration_since(e.confirmed_at);
         let ttl = if e.key.is_some() {
             self.settings.ttl
         } else {
             self.settings.negative_ttl
         };
-        now.duration_since(e.confirmed_at) < ttl
+        age < ttl || (self.stale_usable(e, now) && e.retry_at.is_some_and(|t| now < t))
+    }
+
+    /// A known key the store confirmed within `stale_if_error`.
+    fn stale_usable(&self, e: &Entry, now: Instant) -> bool {
+        e.key.is_some() && now.duration_since(e.confirmed_at) < self.settings.stale_if_error
     }
 
     /// The answer for a well-formed key's hash: cached when fresh, else from the store
@@ -178,68 +190,70 @@ impl KeyCache {
     }
 
     async fn refresh(&self, hash: KeyHash) -> Result<Option<Arc<CachedKey>>, LookupError> {
-        let mut fetched: Option<Entry> = None;
+        // Read before the lookup: if an eviction lands while we read the store, what we
+        // read may predate the change and must not stay cached (checked after the insert,
+        // which moka makes only once our closure has finished).
+        let epoch = self.epoch.load(Ordering::Acquire);
         let result = self
             .cache
             .entry(hash)
-            .and_try_compute_with(|current| {
-                let fetched = &mut fetched;
-                async move {
-                    let now = Instant::now();
-                    let current = current.map(|c| c.into_value());
-                    if let Some(c) = &current {
-                        if self.is_fresh(c, now) {
-                            // Another caller refreshed it while we waited.
-                            return Ok(Op::Nop);
-                        }
+            .and_try_compute_with(|current| async move {
+                let now = Instant::now();
+                let current = current.map(|c| c.into_value());
+                if let Some(c) = &current {
+                    if self.is_fresh(c, now) {
+                        // Another caller refreshed it while we waited.
+                        return Ok(Op::Nop);
                     }
-                    let epoch = self.epoch.load(Ordering::Acquire);
-                    self.lookups.fetch_add(1, Ordering::Relaxed);
-                    self.metrics.store_lookups.inc();
-                    let found = self.store.lookup(&hash).await;
-                    if found.is_err() {
-                        self.metrics.store_errors.inc();
-                    }
-                    match found {
-                        Ok(found) => {
-                            let prev = current.as_ref().and_then(|c| c.key.clone());
-                            let key = found.map(|l| {
-                                let k = (self.build)(l);
-                                if let Some(p) = prev {
-                                    // Keep the unflushed use across the refresh.
-                                    k.last_used.store(p.last_used.load(Ordering::Relaxed), Ordering::Relaxed);
-                                    k.flushed.store(p.flushed.load(Ordering::Relaxed), Ordering::Relaxed);
-                                }
-                                Arc::new(k)
-                            });
-                            let entry = Entry { key, confirmed_at: now };
-                            if self.epoch.load(Ordering::Acquire) != epoch {
-                                // Evicted while we read: answer this caller, cache nothing.
-                                *fetched = Some(entry);
-                                return Ok(Op::Remove);
+                }
+                self.lookups.fetch_add(1, Ordering::Relaxed);
+                self.metrics.store_lookups.inc();
+                match self.store.lookup(&hash).await {
+                    Ok(found) => {
+                        let prev = current.as_ref().and_then(|c| c.key.clone());
+                        let key = found.map(|l| {
+                            let k = (self.build)(l);
+                            if let Some(p) = prev {
+                                // Keep the unflushed use across the refresh.
+                                k.last_used
+                                    .store(p.last_used.load(Ordering::Relaxed), Ordering::Relaxed);
+                                k.flushed
+                                    .store(p.flushed.load(Ordering::Relaxed), Ordering::Relaxed);
                             }
-                            Ok(Op::Put(entry))
-                        }
-                        Err(err) => match current {
-                            Some(c) if c.key.is_some() && now.duration_since(c.confirmed_at) < self.settings.stale_if_error => {
+                            Arc::new(k)
+                        });
+                        Ok(Op::Put(Entry {
+                            key,
+                            confirmed_at: now,
+                            retry_at: None,
+                        }))
+                    }
+                    Err(err) => {
+                        self.metrics.store_errors.inc();
+                        match current {
+                            Some(c) if self.stale_usable(&c, now) => {
                                 tracing::warn!(error = %err, "key store lookup failed; serving the cached answer (stale_if_error)");
-                                Ok(Op::Nop)
+                                Ok(Op::Put(Entry {
+                                    retry_at: Some(now + REFRESH_RETRY),
+                                    ..c
+                                }))
                             }
                             _ => Err(LookupError(Arc::new(err))),
-                        },
+                        }
                     }
                 }
             })
             .await?;
-        if let Some(e) = fetched {
-            return Ok(e.key);
+        let (entry, inserted) = match result {
+            CompResult::Inserted(e) | CompResult::ReplacedWith(e) => (Some(e), true),
+            CompResult::Unchanged(e) => (Some(e), false),
+            CompResult::Removed(_) | CompResult::StillNone(_) => (None, false),
+        };
+        if inserted && self.epoch.load(Ordering::Acquire) != epoch {
+            // An eviction raced our read: answer this caller, keep nothing.
+            self.cache.invalidate(&hash).await;
         }
-        Ok(match result {
-            CompResult::Inserted(e) | CompResult::ReplacedWith(e) | CompResult::Unchanged(e) => {
-                e.into_value().key
-            }
-            CompResult::Removed(_) | CompResult::StillNone(_) => None,
-        })
+        Ok(entry.and_then(|e| e.into_value().key))
     }
 
     /// Drops one key's answer (change feed).
@@ -285,17 +299,32 @@ impl KeyCache {
         out
     }
 
-    /// Follows the store's change feed forever, evicting what changed. Polls at `every`;
-    /// on a store error it keeps its cursor and tries again (answers keep their TTL).
-    pub async fn follow_changes(self: Arc<Self>, every: Duration) {
-        let mut cursor = loop {
-            match self.store.change_cursor().await {
-                Ok(c) => break c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the change feed position; retrying");
-                    tokio::time::sleep(every).await;
-                }
+    /// Where the change feed ends now. Read before the gateway serves, so no change
+    /// between a first lookup and the follower's start can be missed.
+    pub async fn change_cursor(&self) -> Option<u64> {
+        match self.store.change_cursor().await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the change feed position");
+                None
             }
+        }
+    }
+
+    /// Follows the store's change feed forever from `cursor`, evicting what changed.
+    /// Polls at `every`; on a store error it keeps its cursor and tries again (answers
+    /// keep their TTL). Without a starting cursor it empties the cache once it has one,
+    /// since it cannot know what it missed.
+    pub async fn follow_changes(self: Arc<Self>, cursor: Option<u64>, every: Duration) {
+        let mut cursor = match cursor {
+            Some(c) => c,
+            None => loop {
+                tokio::time::sleep(every).await;
+                if let Some(c) = self.change_cursor().await {
+                    self.evict_all();
+                    break c;
+                }
+            },
         };
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

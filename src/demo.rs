@@ -119,7 +119,7 @@ pub async fn run(args: crate::cli::DemoArgs) -> Result<(), Box<dyn std::error::E
         store,
         Arc::new(crate::metrics::Metrics::new()),
     ));
-    gateway.spawn_background(&config);
+    gateway.start_background(&config).await;
     let running = crate::server::start(&config, gateway).await?;
     let base = format!("http://{}", running.addr);
     let key = viewer_secret.expose();

@@ -150,8 +150,9 @@ pub enum AdminError {
     OutsideTokenScope,
     #[error("no such endpoint")]
     NoSuchEndpoint,
-    #[error("this endpoint does not take that method")]
-    MethodNotAllowed,
+    /// `allow`: the methods the path takes, as the `Allow` header lists them.
+    #[error("this endpoint does not take that method; it takes {allow}")]
+    MethodNotAllowed { allow: String },
     #[error("the request body is over 64 KB")]
     BodyTooLarge,
     #[error("the request body could not be read")]
@@ -191,7 +192,7 @@ impl AdminError {
             AdminError::NoSuchEndpoint | AdminError::NoSecret => {
                 answer(S::NOT_FOUND, "not_found", None)
             }
-            AdminError::MethodNotAllowed => {
+            AdminError::MethodNotAllowed { .. } => {
                 answer(S::METHOD_NOT_ALLOWED, "method_not_allowed", None)
             }
             AdminError::BodyTooLarge => answer(S::PAYLOAD_TOO_LARGE, "body_too_large", None),
@@ -224,6 +225,12 @@ impl AdminError {
         if let Some(w) = a.www_authenticate {
             resp.headers_mut()
                 .insert(WWW_AUTHENTICATE, HeaderValue::from_static(w));
+        }
+        // A 405 must say which methods the path takes (RFC 9110 §15.5.6).
+        if let AdminError::MethodNotAllowed { allow } = &self {
+            if let Ok(v) = HeaderValue::from_str(allow) {
+                resp.headers_mut().insert(http::header::ALLOW, v);
+            }
         }
         resp
     }

@@ -1,7 +1,9 @@
 //! The request handler: the stages of SPEC §2 in order.
 //!
-//! `handle` owns logging and turns every error into its answer; `handle_inner` runs
-//! normalize -> route -> redact -> authenticate -> authorize -> forward with `?`.
+//! `handle` owns logging, metrics and turns every error into its answer; `handle_inner`
+//! runs normalize -> route -> authenticate -> authorize -> rewrite headers -> forward
+//! with `?`. Authentication reads the request as the client sent it; the rewrite then
+//! removes hop-by-hop headers, spoofed identity and the credential before adding ours.
 
 use crate::auth::{
     bearer, extract_credential, param_name_is, AuthError, Authenticator, IdentityNames,
@@ -82,7 +84,7 @@ pub struct Gateway {
 
 impl Gateway {
     /// Builds the handler and its cache over `store`. Background tasks (change feed,
-    /// `last_used_at` flush) are started by `spawn_background`.
+    /// `last_used_at` flush) are started by `start_background`.
     pub fn new(config: &Config, store: Arc<dyn KeyStore>, metrics: Arc<Metrics>) -> Self {
         let settings = CacheSettings {
             max_entries: config.cache.max_entries,
@@ -143,13 +145,15 @@ impl Gateway {
         Ok(())
     }
 
-    /// Starts the change-feed follower and the batched `last_used_at` writer.
-    pub fn spawn_background(&self, config: &Config) {
+    /// Starts the change-feed follower and the batched `last_used_at` writer. Call
+    /// before serving: the feed position is taken first.
+    pub async fn start_background(&self, config: &Config) {
         let poll = match &config.store {
             crate::config::StoreConfig::Embedded { poll_interval, .. } => *poll_interval,
             crate::config::StoreConfig::Redis { .. } => std::time::Duration::from_millis(250),
         };
-        tokio::spawn(self.cache().clone().follow_changes(poll));
+        let cursor = self.cache().change_cursor().await;
+        tokio::spawn(self.cache().clone().follow_changes(cursor, poll));
         tokio::spawn(
             self.cache()
                 .clone()

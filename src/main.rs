@@ -59,6 +59,11 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::CheckConfig => {
+            // The TLS files are part of the config: a missing or bad one fails here too.
+            if let Some(Err(e)) = config.tls.as_ref().map(keygate::server::tls_acceptor) {
+                eprintln!("error: {}: tls: {e}", cli.config.display());
+                return ExitCode::FAILURE;
+            }
             if cli.json {
                 println!(
                     "{}",
@@ -133,7 +138,7 @@ async fn serve(config: Config, path: &std::path::Path) -> Result<(), Box<dyn std
         store.clone(),
         metrics.clone(),
     ));
-    gateway.spawn_background(&config);
+    gateway.start_background(&config).await;
     let admin = Arc::new(keygate::admin::Admin::new(
         &config,
         store,

@@ -52,7 +52,7 @@ impl Running {
     }
 }
 
-fn tls_acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, ServeError> {
+pub fn tls_acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, ServeError> {
     let read = |p: &std::path::Path| {
         std::fs::read(p).map_err(|source| ServeError::TlsFile {
             path: p.display().to_string(),
@@ -87,7 +87,11 @@ pub fn http_builder(s: &ServerConfig) -> auto::Builder<TokioExecutor> {
         .keep_alive(true);
     b.http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(s.max_header_bytes).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(s.max_header_bytes).unwrap_or(u32::MAX))
+        // Pings find dead HTTP/2 peers; an idle HTTP/1 connection is bounded by the
+        // header-read timeout of its next request.
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
     b
 }
 
@@ -98,14 +102,7 @@ pub async fn start(config: &Config, gateway: Arc<Gateway>) -> Result<Running, Se
         let gw = gateway.clone();
         async move { gw.handle(req, peer).await }
     };
-    serve(
-        config.listen,
-        tls,
-        http_builder(&config.server),
-        config.server.drain_timeout,
-        handler,
-    )
-    .await
+    serve(config.listen, tls, &config.server, handler).await
 }
 
 /// Binds `addr` and serves `handler` on every connection (HTTP/1.1 and h2, TLS when
@@ -113,8 +110,7 @@ pub async fn start(config: &Config, gateway: Arc<Gateway>) -> Result<Running, Se
 pub async fn serve<H, F, B>(
     addr: SocketAddr,
     tls: Option<TlsAcceptor>,
-    builder: auto::Builder<TokioExecutor>,
-    drain: Duration,
+    server: &ServerConfig,
     handler: H,
 ) -> Result<Running, ServeError>
 where
@@ -127,7 +123,11 @@ where
     let bind_err = |source| ServeError::Bind { addr, source };
     let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
     let addr = listener.local_addr().map_err(bind_err)?;
-    let builder = Arc::new(builder);
+    let builder = Arc::new(http_builder(server));
+    let drain = server.drain_timeout;
+    // A connection must say something (or finish its TLS handshake) within the
+    // header-read timeout: silent sockets must not pile up.
+    let first_bytes = server.header_read_timeout;
     let (stop, mut stopped) = watch::channel(false);
     let task = tokio::spawn(async move {
         let graceful = GracefulShutdown::new();
@@ -155,16 +155,24 @@ where
                     tokio::spawn(async move {
                         let result = match tls {
                             None => {
+                                if !matches!(tokio::time::timeout(first_bytes, tcp.readable()).await, Ok(Ok(()))) {
+                                    tracing::debug!(%peer, "connection sent nothing in time; closed");
+                                    return;
+                                }
                                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc);
                                 watcher.watch(conn.into_owned()).await
                             }
-                            Some(acceptor) => match acceptor.accept(tcp).await {
-                                Ok(stream) => {
+                            Some(acceptor) => match tokio::time::timeout(first_bytes, acceptor.accept(tcp)).await {
+                                Ok(Ok(stream)) => {
                                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
                                     watcher.watch(conn.into_owned()).await
                                 }
-                                Err(e) => {
+                                Ok(Err(e)) => {
                                     tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, "TLS handshake not finished in time; closed");
                                     return;
                                 }
                             },

@@ -54,6 +54,7 @@ async fn a_revoke_racing_renames_stays_revoked() {
             Err(e) => panic!("unexpected error: {e}"),
         }
     }
+    revoker.await.expect("task").expect("revoke got through");
     let now = a.show(&key.id).await.expect("show");
     assert_eq!(
         now.state,

@@ -348,8 +348,13 @@ pub async fn run(
                     limit,
                 })
                 .await?;
+            // A short page is the last one: no cursor, so a client stops without asking
+            // for an empty page.
+            let next_before = (events.len() == limit)
+                .then(|| events.last().map(|e| e.id))
+                .flatten();
             let views: Vec<AuditView> = events.iter().map(AuditView::new).collect();
-            ok(json!({ "events": views, "next_before": events.last().map(|e| e.id) }))
+            ok(json!({ "events": views, "next_before": next_before }))
         }
         Op::Healthz | Op::Readyz | Op::Metrics => Err(AdminError::NoSuchEndpoint),
     }

@@ -8,6 +8,7 @@
 mod handlers;
 pub mod routes;
 
+use crate::auth::{percent_decode, CredentialSources};
 use crate::cache::KeyCache;
 use crate::config::{AdminToken, Config};
 use crate::error::AdminError;
@@ -33,6 +34,9 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub struct AdminState {
     pub service: KeyService,
     pub tokens: Vec<AdminToken>,
+    /// Where the proxy reads keys besides `Authorization`: a key presented there is
+    /// refused here too.
+    pub key_sources: CredentialSources,
 }
 
 pub struct Admin {
@@ -65,6 +69,10 @@ impl Admin {
         AdminState {
             service: KeyService::new(store.clone(), config.roles.clone(), format.clone()),
             tokens: config.admin.tokens.clone(),
+            key_sources: CredentialSources {
+                header: config.keys.header.clone(),
+                query_param: config.keys.query_param.clone(),
+            },
         }
     }
 
@@ -74,6 +82,38 @@ impl Admin {
             .store(Arc::new(Self::state(config, &self.store, &self.format)));
     }
 
+    /// Whether `s` is a well-formed API key (prefix, length, charset, checksum).
+    fn is_api_key(&self, s: &[u8]) -> bool {
+        std::str::from_utf8(s).is_ok_and(|s| self.format.check(s).is_ok())
+    }
+
+    /// Whether the request presents an API key wherever the proxy would read one: as
+    /// the bearer, in the key header or in the key query parameter.
+    fn presents_api_key(&self, state: &AdminState, req: &Request<Incoming>) -> bool {
+        let headers = req.headers();
+        let sources = &state.key_sources;
+        let in_bearer = headers
+            .get_all(AUTHORIZATION)
+            .iter()
+            .filter_map(crate::auth::bearer)
+            .any(|k| self.is_api_key(k));
+        let in_header = sources.header.as_ref().is_some_and(|h| {
+            headers
+                .get_all(h)
+                .iter()
+                .any(|v| self.is_api_key(v.as_bytes().trim_ascii()))
+        });
+        let in_query = match (&sources.query_param, req.uri().query()) {
+            (Some(param), Some(q)) => q.split('&').any(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                crate::auth::param_name_is(k, param)
+                    && percent_decode(v).is_some_and(|v| self.is_api_key(v.as_bytes()))
+            }),
+            _ => false,
+        };
+        in_bearer || in_header || in_query
+    }
+
     /// Which configured token the request carries. An API key is refused with 403 before
     /// any token comparison, so a leaked key can never reach key management.
     fn token<'s>(
@@ -81,15 +121,15 @@ impl Admin {
         state: &'s AdminState,
         req: &Request<Incoming>,
     ) -> Result<&'s AdminToken, AdminError> {
+        if self.presents_api_key(state, req) {
+            return Err(AdminError::ApiKeyNotAllowed);
+        }
         let mut values = req.headers().get_all(AUTHORIZATION).iter();
         let value = match (values.next(), values.next()) {
             (Some(v), None) => v,
             _ => return Err(AdminError::Unauthorized),
         };
         let presented = crate::auth::bearer(value).ok_or(AdminError::Unauthorized)?;
-        if std::str::from_utf8(presented).is_ok_and(|s| self.format.check(s).is_ok()) {
-            return Err(AdminError::ApiKeyNotAllowed);
-        }
         let hash = KeyHash::of(presented);
         // Every token is compared, each in constant time: no early exit tells which
         // bytes of which token matched.
@@ -109,6 +149,12 @@ impl Admin {
             Ok(resp) => resp,
             Err(e) => {
                 let a = e.answer();
+                if matches!(
+                    e,
+                    AdminError::Service(crate::service::ServiceError::Store(_))
+                ) {
+                    self.metrics.store_errors.inc();
+                }
                 if a.status.is_server_error() {
                     tracing::warn!(%method, %path, error = %e, "admin request failed");
                 } else {
@@ -126,25 +172,39 @@ impl Admin {
         let path = req.uri().path().to_owned();
         let (op, params) = match routes::find(req.method(), &path) {
             Found::Op(op, params) => (op, params),
-            Found::WrongMethod => return Err(AdminError::MethodNotAllowed),
+            Found::WrongMethod(allowed) => {
+                return Err(AdminError::MethodNotAllowed {
+                    allow: allowed.join(", "),
+                })
+            }
             Found::NotFound => return Err(AdminError::NoSuchEndpoint),
-        };
-        let param = |name: &str| {
-            params
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| (*v).to_owned())
-                .unwrap_or_default()
         };
         if op.is_public() {
             return self.public(op).await;
         }
         let state = self.state.load_full();
         let token = self.token(&state, &req)?;
+        // Segments arrive percent-encoded (`bob%40example.com`, as browsers and most
+        // clients encode `@`); the store knows the decoded names.
+        let param = |name: &str| -> Result<String, AdminError> {
+            let raw = params
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or("", |(_, v)| *v);
+            // `+` is a literal in a path, not a space as in a query.
+            percent_decode(&raw.replace('+', "%2B"))
+                .map(|v| v.into_owned())
+                .ok_or_else(|| {
+                    AdminError::invalid(
+                        "path",
+                        format!("`{name}` is not valid percent-encoded UTF-8"),
+                    )
+                })
+        };
         let params = ParamValues {
-            id: param("id"),
-            org: param("org"),
-            user: param("user"),
+            id: param("id")?,
+            org: param("org")?,
+            user: param("user")?,
         };
         handlers::run(&state.service, op, token, params, req).await
     }
@@ -158,6 +218,7 @@ impl Admin {
                     &serde_json::json!({ "status": "ready" }),
                 )),
                 Err(e) => {
+                    self.metrics.store_errors.inc();
                     tracing::warn!(error = %e, "store not reachable");
                     Ok(json(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -230,14 +291,7 @@ pub async fn start(config: &Config, admin: Arc<Admin>) -> Result<Running, ServeE
         let admin = admin.clone();
         async move { admin.handle(req).await }
     };
-    crate::server::serve(
-        config.admin.listen,
-        None,
-        crate::server::http_builder(&config.server),
-        config.server.drain_timeout,
-        handler,
-    )
-    .await
+    crate::server::serve(config.admin.listen, None, &config.server, handler).await
 }
 
 #[cfg(test)]

@@ -78,25 +78,25 @@ fn match_pattern<'a>(pattern: &'static str, path: &'a str) -> Option<Params<'a>>
 
 pub enum Found<'a> {
     Op(Op, Params<'a>),
-    /// The path exists, with other methods.
-    WrongMethod,
+    /// The path exists with other methods: these (for the 405's `Allow`).
+    WrongMethod(Vec<&'static str>),
     NotFound,
 }
 
 pub fn find<'a>(method: &Method, path: &'a str) -> Found<'a> {
-    let mut path_known = false;
+    let mut allowed = Vec::new();
     for &(m, pattern, op) in ROUTES {
         if let Some(params) = match_pattern(pattern, path) {
             if m == method.as_str() {
                 return Found::Op(op, params);
             }
-            path_known = true;
+            allowed.push(m);
         }
     }
-    if path_known {
-        Found::WrongMethod
-    } else {
+    if allowed.is_empty() {
         Found::NotFound
+    } else {
+        Found::WrongMethod(allowed)
     }
 }
 
@@ -114,7 +114,10 @@ mod tests {
             Found::Op(Op::SetUserRoles, p) => assert_eq!(p, vec![("org", "acme"), ("user", "bob")]),
             _ => panic!("no match"),
         }
-        assert!(matches!(find(&Method::PUT, "/v1/keys"), Found::WrongMethod));
+        match find(&Method::PUT, "/v1/keys") {
+            Found::WrongMethod(allowed) => assert_eq!(allowed, vec!["POST", "GET"]),
+            _ => panic!("PUT /v1/keys is a wrong method"),
+        }
         assert!(matches!(find(&Method::GET, "/v1/keys/"), Found::NotFound));
         assert!(matches!(
             find(&Method::GET, "/v1/keys/a/b/c"),

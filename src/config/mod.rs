@@ -266,6 +266,20 @@ impl Errors {
         }
     }
 
+    /// A duration that must be above zero and at most `max`: timers and timeouts of zero
+    /// would spin or refuse everything.
+    fn bounded(&mut self, field: &str, v: Option<&str>, default: &str, max: Duration) -> Duration {
+        let parsed = parse_duration(v.unwrap_or(default));
+        let d = self.duration(field, v, default);
+        if parsed.is_ok() && (d.is_zero() || d > max) {
+            self.push(
+                field,
+                format!("must be above 0 and at most {}", format_duration(max)),
+            );
+        }
+        d
+    }
+
     fn addr(&mut self, field: &str, v: Option<&str>, default: &str) -> SocketAddr {
         let s = v.unwrap_or(default);
         s.parse().unwrap_or_else(|_| {
@@ -329,10 +343,11 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }
     }
 
-    let poll_interval = e.duration(
+    let poll_interval = e.bounded(
         "store.poll_interval",
         raw.store.poll_interval.as_deref(),
         DEFAULT_CHANGE_POLL,
+        Duration::from_secs(60),
     );
     let store = match raw.store.kind.as_deref().unwrap_or("embedded") {
         "embedded" => {
@@ -438,10 +453,11 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         header: key_header,
         query_param: raw.keys.query_param,
         forward_credential: raw.keys.forward_credential.unwrap_or(false),
-        last_used_flush: e.duration(
+        last_used_flush: e.bounded(
             "keys.last_used_flush",
             raw.keys.last_used_flush.as_deref(),
             DEFAULT_LAST_USED_FLUSH,
+            Duration::from_secs(60),
         ),
     };
 
@@ -515,15 +531,17 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         let up = UpstreamConfig {
             name: name.clone(),
             targets,
-            connect_timeout: e.duration(
+            connect_timeout: e.bounded(
                 &format!("{field}.connect_timeout"),
                 u.connect_timeout.as_deref(),
                 DEFAULT_CONNECT_TIMEOUT,
+                Duration::from_secs(3600),
             ),
-            timeout: e.duration(
+            timeout: e.bounded(
                 &format!("{field}.timeout"),
                 u.timeout.as_deref(),
                 DEFAULT_UPSTREAM_TIMEOUT,
+                Duration::from_secs(86_400),
             ),
         };
         upstream_index.insert(name, upstreams.len());
@@ -636,10 +654,11 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
 
     let server = ServerConfig {
         workers: raw.server.workers,
-        header_read_timeout: e.duration(
+        header_read_timeout: e.bounded(
             "server.header_read_timeout",
             raw.server.header_read_timeout.as_deref(),
             DEFAULT_HEADER_READ_TIMEOUT,
+            Duration::from_secs(3600),
         ),
         max_header_bytes: raw
             .server

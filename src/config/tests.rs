@@ -116,14 +116,14 @@ fn upstream_and_route_defaults() {
 fn durations_in_every_unit() {
     let c = valid(
         "cache: { ttl: 500ms, negative_ttl: 2m, stale_if_error: 1h }\n\
-         keys: { last_used_flush: 1d }\n\
+         keys: { last_used_flush: 45s }\n\
          store: { poll_interval: 100ms }\n\
          server: { header_read_timeout: 3s, drain_timeout: 0s }\n",
     );
     assert_eq!(c.cache.ttl, Duration::from_millis(500));
     assert_eq!(c.cache.negative_ttl, Duration::from_secs(120));
     assert_eq!(c.cache.stale_if_error, Duration::from_secs(3600));
-    assert_eq!(c.keys.last_used_flush, Duration::from_secs(86_400));
+    assert_eq!(c.keys.last_used_flush, Duration::from_secs(45));
     assert_eq!(c.server.header_read_timeout, Duration::from_secs(3));
     assert_eq!(c.server.drain_timeout, Duration::ZERO);
     match c.store {
@@ -132,6 +132,19 @@ fn durations_in_every_unit() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn timers_must_be_above_zero_and_bounded() {
+    one_error("keys: { last_used_flush: 0s }", "keys.last_used_flush");
+    // SPEC §1: last_used_at may lag by up to a minute, no more.
+    one_error("keys: { last_used_flush: 2m }", "keys.last_used_flush");
+    one_error("store: { poll_interval: 0ms }", "store.poll_interval");
+    one_error("server: { header_read_timeout: 0s }", "server.header_read_timeout");
+    one_error(
+        "upstreams:\n  api: { targets: [\"http://a:1\"], timeout: 0s }\n",
+        "upstreams.api.timeout",
+    );
 }
 
 #[test]

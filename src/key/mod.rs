@@ -146,7 +146,7 @@ impl KeyFormat {
     }
 
     /// Checks prefix, length, charset and checksum, with no allocation and no store
-    /// lookup. On success the key is returned as an `ApiKey` for hashing.
+    /// lookup. On success the presented string is returned, to be hashed.
     pub fn check<'a>(&self, presented: &'a str) -> Result<&'a str, KeyFormatError> {
         let bytes = presented.as_bytes();
         let p = self.prefix.as_bytes();

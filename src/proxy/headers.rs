@@ -12,6 +12,7 @@ pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -81,6 +82,10 @@ pub fn set_forwarded(
     https: bool,
     host: Option<HeaderValue>,
 ) {
+    // Other forwarding headers a client could set would contradict ours: upstreams that
+    // read RFC 7239 `Forwarded` or `X-Real-IP` must not see client-chosen values.
+    headers.remove(header::FORWARDED);
+    headers.remove(X_REAL_IP);
     let ip = client.to_string();
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) if headers.get_all(&X_FORWARDED_FOR).iter().count() == 1 => {
@@ -159,6 +164,11 @@ mod tests {
     #[test]
     fn forwarded_for_appends() {
         let mut h = HeaderMap::new();
+        h.insert(
+            header::FORWARDED,
+            HeaderValue::from_static("for=6.6.6.6;host=evil"),
+        );
+        h.insert(X_REAL_IP, HeaderValue::from_static("6.6.6.6"));
         h.append(X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1"));
         h.append(X_FORWARDED_FOR, HeaderValue::from_static("2.2.2.2"));
         set_forwarded(
@@ -179,6 +189,7 @@ mod tests {
             h.get(X_FORWARDED_HOST).map(|v| v.as_bytes()),
             Some(&b"api.example"[..])
         );
+        assert!(h.get(header::FORWARDED).is_none() && h.get(X_REAL_IP).is_none());
     }
 
     #[test]

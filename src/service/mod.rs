@@ -70,12 +70,7 @@ pub struct NewKey {
 
 /// `name`-like identifiers: orgs, workspaces, users, metadata keys.
 fn check_ident(field: &'static str, s: &str) -> Result<(), ServiceError> {
-    if s.is_empty()
-        || s.len() > 128
-        || !s
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"-_.:@".contains(&c))
-    {
+    if !crate::store::is_ident(s) {
         return Err(invalid(
             field,
             format!("`{s}` must be 1-128 characters of [A-Za-z0-9-_.:@]"),
@@ -592,7 +587,8 @@ macro_rules! retrying {
                 Err(ServiceError::Store(StoreError::Conflict { .. }))
                     if attempt < CONFLICT_RETRIES =>
                 {
-                    attempt += 1
+                    attempt += 1;
+                    conflict_backoff(attempt).await;
                 }
                 other => break other,
             }

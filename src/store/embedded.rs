@@ -355,7 +355,7 @@ impl KeyStore for EmbeddedStore {
 
     async fn delete_key(&self, id: &str, event: &AuditEvent) -> Result<bool, StoreError> {
         let (id, event) = (id.to_owned(), event.clone());
-        // Returning false drops the transaction unused; SQLite writes nothing.
+        // A missing key returns false before any statement wrote: the commit is empty.
         self.write(move |tx| delete_key_tx(tx, &id, &event)).await
     }
 

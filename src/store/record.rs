@@ -111,6 +111,15 @@ pub struct AuditQuery {
     pub limit: usize,
 }
 
+/// The shape of orgs, workspaces, users and metadata keys: 1-128 characters of
+/// `[A-Za-z0-9-_.:@]`. Never `*`, never a list, never a path.
+pub fn is_ident(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.:@".contains(&c))
+}
+
 /// Now, as unix milliseconds.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -1,0 +1,168 @@
+//! The cache over a store that fails on demand (the real embedded store behind a switch):
+//! stale answers within `stale_if_error`, one retry per second while the store is down,
+//! errors (503 at the gateway) for keys it never confirmed, recovery when it is back.
+use async_trait::async_trait;
+use keygate::cache::{CacheSettings, CachedKey, KeyCache};
+use keygate::key::{KeyFormat, KeyHash};
+use keygate::metrics::Metrics;
+use keygate::service::{KeyService, NewKey};
+use keygate::store::*;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Switchable {
+    inner: Arc<dyn KeyStore>,
+    down: AtomicBool,
+}
+
+impl Switchable {
+    fn check(&self) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(StoreError::Open {
+                path: "test".into(),
+                source: std::io::Error::other("store switched off by the test"),
+            })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl KeyStore for Switchable {
+    async fn lookup(&self, hash: &KeyHash) -> Result<Option<Lookup>, StoreError> {
+        self.check()?;
+        self.inner.lookup(hash).await
+    }
+    async fn get_key(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        self.inner.get_key(id).await
+    }
+    async fn list_keys(&self, f: &KeyFilter) -> Result<Vec<KeyRecord>, StoreError> {
+        self.inner.list_keys(f).await
+    }
+    async fn save_keys(&self, k: &[KeyRecord], e: &AuditEvent) -> Result<(), StoreError> {
+        self.inner.save_keys(k, e).await
+    }
+    async fn delete_key(&self, id: &str, e: &AuditEvent) -> Result<bool, StoreError> {
+        self.inner.delete_key(id, e).await
+    }
+    async fn get_user(&self, org: &str, user: &str) -> Result<Option<UserRecord>, StoreError> {
+        self.inner.get_user(org, user).await
+    }
+    async fn user_owns_keys(&self, org: &str, user: &str) -> Result<bool, StoreError> {
+        self.inner.user_owns_keys(org, user).await
+    }
+    async fn save_user(&self, u: &UserRecord, e: &AuditEvent) -> Result<(), StoreError> {
+        self.inner.save_user(u, e).await
+    }
+    async fn audit(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        self.inner.audit(q).await
+    }
+    async fn record_last_used(&self, b: &[(String, i64)]) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.record_last_used(b).await
+    }
+    async fn change_cursor(&self) -> Result<u64, StoreError> {
+        self.inner.change_cursor().await
+    }
+    async fn changes_since(&self, c: u64) -> Result<ChangeBatch, StoreError> {
+        self.inner.changes_since(c).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.ping().await
+    }
+}
+
+async fn setup(
+    ttl: Duration,
+    stale: Duration,
+) -> (tempfile::TempDir, Arc<Switchable>, KeyCache, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = keygate::config::StoreConfig::Embedded {
+        path: dir.path().join("k.db"),
+        poll_interval: Duration::from_millis(100),
+    };
+    let inner = keygate::store::open(&cfg).await.expect("open");
+    let store = Arc::new(Switchable {
+        inner: inner.clone(),
+        down: AtomicBool::new(false),
+    });
+    let roles = [("viewer".to_owned(), ["models:read".to_owned()].into())].into();
+    let svc = KeyService::new(inner, roles, KeyFormat::new("kg"));
+    let (_, secret) = svc
+        .create(
+            NewKey {
+                org: "acme".into(),
+                roles: vec!["viewer".into()],
+                ..NewKey::default()
+            },
+            "t",
+        )
+        .await
+        .expect("create");
+    let settings = CacheSettings {
+        max_entries: 100,
+        ttl,
+        negative_ttl: ttl,
+        stale_if_error: stale,
+    };
+    let cache = KeyCache::new(
+        store.clone(),
+        settings,
+        Arc::new(Metrics::new()),
+        Box::new(|l| {
+            let id = keygate::auth::Identity::of(&l);
+            CachedKey::new(l, id)
+        }),
+    );
+    (dir, store, cache, secret.expose().to_owned())
+}
+
+#[tokio::test]
+async fn stale_answers_serve_while_the_store_is_down_then_recover() {
+    let ttl = Duration::from_millis(50);
+    let (_dir, store, cache, secret) = setup(ttl, Duration::from_secs(60)).await;
+    let known = KeyHash::of(secret.as_bytes());
+    assert!(cache.get(&known).await.expect("up").is_some());
+    assert_eq!(cache.lookups(), 1);
+
+    store.down.store(true, Ordering::SeqCst);
+    tokio::time::sleep(ttl * 2).await; // past the TTL: the next get refreshes
+    let stale = cache.get(&known).await.expect("stale answer while down");
+    assert!(stale.is_some());
+    assert_eq!(cache.lookups(), 2, "one failed refresh");
+    for _ in 0..50 {
+        assert!(cache.get(&known).await.expect("stale").is_some());
+    }
+    assert_eq!(
+        cache.lookups(),
+        2,
+        "no lookup per request while the store is down"
+    );
+
+    // A key the store never confirmed: an error (503 store_unavailable at the gateway).
+    let unknown = KeyHash::of(KeyFormat::new("kg").generate().expose().as_bytes());
+    assert!(cache.get(&unknown).await.is_err());
+
+    store.down.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await; // past the retry pause
+    assert!(cache.get(&known).await.expect("recovered").is_some());
+    assert!(cache.get(&unknown).await.expect("recovered").is_none());
+}
+
+#[tokio::test]
+async fn stale_answers_end_after_stale_if_error() {
+    let ttl = Duration::from_millis(20);
+    let stale = Duration::from_millis(100);
+    let (_dir, store, cache, secret) = setup(ttl, stale).await;
+    let known = KeyHash::of(secret.as_bytes());
+    assert!(cache.get(&known).await.expect("up").is_some());
+    store.down.store(true, Ordering::SeqCst);
+    tokio::time::sleep(stale * 2).await;
+    assert!(
+        cache.get(&known).await.is_err(),
+        "past stale_if_error the key is no longer vouched for"
+    );
+}
