@@ -190,7 +190,7 @@ impl TestGateway {
             .expect("open store");
         let metrics = Arc::new(keygate::metrics::Metrics::new());
         let gateway = Arc::new(Gateway::new(&config, store.clone(), metrics.clone()));
-        gateway.spawn_background(&config);
+        gateway.start_background(&config).await;
         let running = keygate::server::start(&config, gateway.clone())
             .await
             .expect("start gateway");
