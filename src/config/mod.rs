@@ -302,11 +302,13 @@ impl Errors {
     }
 }
 
+/// Role and permission names. No `*`: permissions match exactly, and a wildcard that
+/// silently granted nothing would be worse than none.
 fn is_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
         && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"-_.:*".contains(&c))
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(&c))
 }
 
 fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
@@ -485,7 +487,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let mut roles = BTreeMap::new();
     for (name, perms) in raw.roles {
         if !is_name(&name) {
-            e.push(format!("roles.{name}"), "role names are [A-Za-z0-9-_.:*]+");
+            e.push(format!("roles.{name}"), "role names are [A-Za-z0-9-_.:]+");
         }
         if perms.is_empty() {
             e.push(
@@ -497,7 +499,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             if !is_name(p) {
                 e.push(
                     format!("roles.{name}"),
-                    format!("`{p}` is not a permission name ([A-Za-z0-9-_.:*]+)"),
+                    format!("`{p}` is not a permission name ([A-Za-z0-9-_.:]+; permissions match exactly, no wildcards)"),
                 );
             }
         }

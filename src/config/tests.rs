@@ -135,6 +135,12 @@ fn durations_in_every_unit() {
 }
 
 #[test]
+fn wildcard_permissions_are_refused() {
+    one_error("roles: { admin: [\"*\"] }", "roles.admin");
+    one_error("roles: { admin: [\"models:*\"] }", "roles.admin");
+}
+
+#[test]
 fn timers_must_be_above_zero_and_bounded() {
     one_error("keys: { last_used_flush: 0s }", "keys.last_used_flush");
     // SPEC §1: last_used_at may lag by up to a minute, no more.
