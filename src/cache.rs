@@ -274,7 +274,9 @@ impl KeyCache {
         self.lookups.load(Ordering::Relaxed)
     }
 
-    pub fn entry_count(&self) -> u64 {
+    /// Keys in the cache, counted exactly (moka's own count lags its pending work).
+    pub async fn entry_count(&self) -> u64 {
+        self.cache.run_pending_tasks().await;
         self.cache.entry_count()
     }
 

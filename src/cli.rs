@@ -59,6 +59,9 @@ pub struct DemoArgs {
     /// Where the demo gateway listens.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: String,
+    /// Where the demo's admin API listens.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub admin_listen: String,
     /// Where the demo keeps its config and key store.
     #[arg(long, default_value = "data/demo")]
     pub dir: PathBuf,

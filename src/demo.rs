@@ -65,25 +65,34 @@ pub async fn start_echo(addr: SocketAddr) -> std::io::Result<SocketAddr> {
     Ok(local)
 }
 
-/// Renders the demo config for an echo upstream at `upstream`.
-pub fn demo_config(
-    listen: &str,
-    db: &Path,
-    upstream: SocketAddr,
-) -> Result<(String, Config), crate::config::ConfigError> {
-    let db = db.display().to_string();
-    let up = format!("http://{upstream}");
-    let vars = |name: &str| match name {
-        "KEYGATE_DEMO_LISTEN" => Some(listen.to_owned()),
-        "KEYGATE_DEMO_DB" => Some(db.clone()),
-        "KEYGATE_DEMO_UPSTREAM" => Some(up.clone()),
-        _ => None,
+/// What the demo config needs filled in.
+pub struct DemoVars<'a> {
+    pub listen: &'a str,
+    pub admin_listen: &'a str,
+    /// sha256 (hex) of the demo admin token.
+    pub admin_sha256: &'a str,
+    pub db: &'a Path,
+    pub upstream: SocketAddr,
+}
+
+/// Renders the demo config: the text written for the CLI to use, and the config.
+pub fn demo_config(v: &DemoVars<'_>) -> Result<(String, Config), crate::config::ConfigError> {
+    let vars: [(&str, String); 5] = [
+        ("KEYGATE_DEMO_LISTEN", v.listen.to_owned()),
+        ("KEYGATE_DEMO_ADMIN_LISTEN", v.admin_listen.to_owned()),
+        ("KEYGATE_DEMO_ADMIN_SHA256", v.admin_sha256.to_owned()),
+        ("KEYGATE_DEMO_DB", v.db.display().to_string()),
+        ("KEYGATE_DEMO_UPSTREAM", format!("http://{}", v.upstream)),
+    ];
+    let lookup = |name: &str| {
+        vars.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.clone())
     };
-    let rendered = DEMO_TEMPLATE
-        .replace("${KEYGATE_DEMO_LISTEN}", listen)
-        .replace("${KEYGATE_DEMO_DB}", &db)
-        .replace("${KEYGATE_DEMO_UPSTREAM}", &up);
-    let config = Config::from_yaml(DEMO_TEMPLATE, &vars)?;
+    let rendered = vars.iter().fold(DEMO_TEMPLATE.to_owned(), |t, (k, val)| {
+        t.replace(&format!("${{{k}}}"), val)
+    });
+    let config = Config::from_yaml(DEMO_TEMPLATE, &lookup)?;
     Ok((rendered, config))
 }
 
@@ -91,7 +100,17 @@ pub async fn run(args: crate::cli::DemoArgs) -> Result<(), Box<dyn std::error::E
     let upstream = start_echo(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     std::fs::create_dir_all(&args.dir)?;
     let db = args.dir.join("keygate.db");
-    let (rendered, config) = demo_config(&args.listen, &db, upstream)?;
+    // A fresh admin token per run; only its sha256 goes into the config.
+    let mut token = String::from("kgadmin_");
+    crate::key::push_random_base62(&mut token, 32);
+    let admin_sha256 = crate::key::KeyHash::of(token.as_bytes()).to_hex();
+    let (rendered, config) = demo_config(&DemoVars {
+        listen: &args.listen,
+        admin_listen: &args.admin_listen,
+        admin_sha256: &admin_sha256,
+        db: &db,
+        upstream,
+    })?;
     let config_path = args.dir.join("keygate.yaml");
     std::fs::write(&config_path, rendered)?;
 
@@ -114,13 +133,18 @@ pub async fn run(args: crate::cli::DemoArgs) -> Result<(), Box<dyn std::error::E
         )
         .await?;
 
-    let gateway = Arc::new(Gateway::new(
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let gateway = Arc::new(Gateway::new(&config, store.clone(), metrics.clone()));
+    gateway.start_background(&config).await;
+    let admin = Arc::new(crate::admin::Admin::new(
         &config,
         store,
-        Arc::new(crate::metrics::Metrics::new()),
+        metrics,
+        Some(gateway.cache().clone()),
     ));
-    gateway.start_background(&config).await;
+    let admin_running = crate::admin::start(&config, admin).await?;
     let running = crate::server::start(&config, gateway).await?;
+    let admin_base = format!("http://{}", admin_running.addr);
     let base = format!("http://{}", running.addr);
     let key = viewer_secret.expose();
     let exe = std::env::args().next().unwrap_or_else(|| "keygate".into());
@@ -147,6 +171,11 @@ Try, from another terminal:
   curl -s {base}/health -H 'X-Keygate-Org: spoofed'
       200 auth: none route; the spoofed identity header is gone
 
+Admin API on {admin_base} with the demo admin token (valid for this run):
+  curl -s {admin_base}/v1/keys -H 'Authorization: Bearer {token}'
+  curl -s -X POST {admin_base}/v1/keys -H 'Authorization: Bearer {token}' -d '{{"org":"acme","roles":["editor"]}}'
+  curl -s {admin_base}/metrics
+
 Manage keys while it runs (the gateway sees changes within a second):
   {exe} --config {cfg} keys list
   {exe} --config {cfg} keys revoke {id}     then the first curl says 401 revoked_key
@@ -157,6 +186,9 @@ Ctrl-C stops the demo."#,
         id = viewer.id,
     );
     crate::shutdown_signal().await;
-    running.shutdown(config.server.drain_timeout).await;
+    tokio::join!(
+        running.shutdown(config.server.drain_timeout),
+        admin_running.shutdown(config.server.drain_timeout)
+    );
     Ok(())
 }

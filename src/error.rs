@@ -207,6 +207,10 @@ impl AdminError {
                 E::NotFound(_) => answer(S::NOT_FOUND, "not_found", None),
                 E::KeyNotActive { .. } => answer(S::CONFLICT, "key_not_active", None),
                 E::UnknownUser { .. } => answer(S::NOT_FOUND, "unknown_user", None),
+                // Another writer kept changing the same key: the change was not made.
+                E::Store(crate::store::StoreError::Conflict { .. }) => {
+                    answer(S::CONFLICT, "conflict", None)
+                }
                 E::Store(_) => answer(S::SERVICE_UNAVAILABLE, "store_unavailable", None),
             },
         }

@@ -41,7 +41,7 @@ impl KeyStore for Switchable {
     async fn list_keys(&self, f: &KeyFilter) -> Result<Vec<KeyRecord>, StoreError> {
         self.inner.list_keys(f).await
     }
-    async fn save_keys(&self, k: &[KeyRecord], e: &AuditEvent) -> Result<(), StoreError> {
+    async fn save_keys(&self, k: &[KeyRecord], e: &[AuditEvent]) -> Result<(), StoreError> {
         self.inner.save_keys(k, e).await
     }
     async fn delete_key(&self, id: &str, e: &AuditEvent) -> Result<bool, StoreError> {

@@ -513,6 +513,7 @@ async fn audit_records_every_change_newest_first_by_cli() {
             "user_set_roles",
             "delete",
             "revoke",
+            "create",
             "rotate",
             "enable",
             "disable",
@@ -541,13 +542,16 @@ async fn audit_records_every_change_newest_first_by_cli() {
         "times not newest first: {ats:?}"
     );
 
-    let rotate = &events[5];
+    let rotate = &events[6];
     assert_eq!(rotate["key_id"], a.as_str());
     assert_eq!(rotate["details"]["new_key_id"], b.as_str());
+    // The new key's history begins with the rotation that made it.
+    assert_eq!(events[5]["key_id"], b.as_str());
+    assert_eq!(events[5]["details"]["rotated_from"], a.as_str());
     assert_eq!(events[4]["key_id"], b.as_str());
     assert_eq!(events[0]["details"]["user"], "bob");
     assert_eq!(events[0]["details"]["org"], "acme");
-    assert_eq!(events[9]["key_id"], a.as_str());
+    assert_eq!(events[10]["key_id"], a.as_str());
 
     // --key: only that key's events.
     let of_a = audit_events(&gw, &["--key", &a]);
@@ -569,7 +573,7 @@ async fn audit_records_every_change_newest_first_by_cli() {
     let last_s = ev_ids[8].to_string();
     let p3 = audit_events(&gw, &["--limit", "4", "--before", &last_s]);
     assert_eq!(p3, events[9..].to_vec());
-    let end_s = ev_ids[9].to_string();
+    let end_s = ev_ids[ev_ids.len() - 1].to_string();
     assert!(audit_events(&gw, &["--before", &end_s]).is_empty());
     gw.stop().await;
 }
@@ -630,7 +634,7 @@ async fn last_used_at_is_written_in_batches() {
 /// (flush every hour; `evict` and `flush_once` called directly) so nothing races.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_use_survives_an_eviction_before_the_flush() {
-    let gw = TestGateway::start_with(with_last_used_flush("1h")).await;
+    let gw = TestGateway::start_with(with_last_used_flush("1m")).await;
     // Control: without an eviction, a flush writes the use. Retried because the feed may
     // evict this fresh key (its creation) between the request and the flush: the bug below.
     let (used_id, used_key) = gw.create_key(&["--org", "acme", "--role", "viewer"]);

@@ -87,6 +87,11 @@ fn the_demo_config_is_valid_once_its_variables_are_set() {
         ("KEYGATE_DEMO_LISTEN", "127.0.0.1:18080"),
         ("KEYGATE_DEMO_DB", "/tmp/keygate-demo-test.db"),
         ("KEYGATE_DEMO_UPSTREAM", "http://127.0.0.1:19000"),
+        ("KEYGATE_DEMO_ADMIN_LISTEN", "127.0.0.1:18081"),
+        (
+            "KEYGATE_DEMO_ADMIN_SHA256",
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        ),
     ];
     assert_valid(&check_config(&text, &env));
     // Unset, the first one read is named.

@@ -230,7 +230,7 @@ impl Admin {
                 if let Some(c) = &self.cache {
                     self.metrics
                         .cache_keys
-                        .set(i64::try_from(c.entry_count()).unwrap_or(i64::MAX));
+                        .set(i64::try_from(c.entry_count().await).unwrap_or(i64::MAX));
                 }
                 let mut resp = Response::new(Full::new(Bytes::from(self.metrics.encode())));
                 resp.headers_mut().insert(

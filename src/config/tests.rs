@@ -146,7 +146,10 @@ fn timers_must_be_above_zero_and_bounded() {
     // SPEC §1: last_used_at may lag by up to a minute, no more.
     one_error("keys: { last_used_flush: 2m }", "keys.last_used_flush");
     one_error("store: { poll_interval: 0ms }", "store.poll_interval");
-    one_error("server: { header_read_timeout: 0s }", "server.header_read_timeout");
+    one_error(
+        "server: { header_read_timeout: 0s }",
+        "server.header_read_timeout",
+    );
     one_error(
         "upstreams:\n  api: { targets: [\"http://a:1\"], timeout: 0s }\n",
         "upstreams.api.timeout",

@@ -179,6 +179,11 @@ impl KeyFormat {
     }
 }
 
+/// Appends `len` random base62 characters from the OS CSPRNG (admin tokens of the demo).
+pub fn push_random_base62(out: &mut String, len: usize) {
+    base62::push_random(out, len);
+}
+
 /// A new public key id, `key_<16 base62>`.
 pub fn new_key_id() -> String {
     let mut s = String::with_capacity(4 + ID_RANDOM_LEN);

@@ -307,7 +307,7 @@ impl KeyService {
             json!({ "org": record.org, "roles": record.roles }),
         );
         self.store
-            .save_keys(std::slice::from_ref(&record), &event)
+            .save_keys(std::slice::from_ref(&record), &[event])
             .await?;
         Ok((record, secret))
     }
@@ -342,7 +342,7 @@ impl KeyService {
         f(&mut key);
         let event = Self::event(action, Some(&key.id), actor, details);
         self.store
-            .save_keys(std::slice::from_ref(&key), &event)
+            .save_keys(std::slice::from_ref(&key), &[event])
             .await?;
         Ok(key)
     }
@@ -465,14 +465,24 @@ impl KeyService {
         let end = now.saturating_add(grace_ms);
         old.expires_at = Some(old.expires_at.map_or(end, |t| t.min(end)));
         old.rotated_to = Some(new.id.clone());
-        let event = Self::event(
-            "rotate",
-            Some(&old.id),
-            actor,
-            json!({ "new_key_id": new.id, "grace": format_duration(grace) }),
-        );
+        // Both ids name the rotation: the old key's history ends with it, the new key's
+        // begins with it.
+        let events = [
+            Self::event(
+                "rotate",
+                Some(&old.id),
+                actor,
+                json!({ "new_key_id": new.id, "grace": format_duration(grace) }),
+            ),
+            Self::event(
+                "create",
+                Some(&new.id),
+                actor,
+                json!({ "rotated_from": old.id, "org": new.org, "roles": new.roles }),
+            ),
+        ];
         self.store
-            .save_keys(&[old.clone(), new.clone()], &event)
+            .save_keys(&[old.clone(), new.clone()], &events)
             .await?;
         Ok((old, new, secret))
     }

@@ -156,7 +156,7 @@ fn check_version(
 fn save_keys_tx(
     tx: &Transaction<'_>,
     keys: &[KeyRecord],
-    event: &AuditEvent,
+    events: &[AuditEvent],
 ) -> Result<(), StoreError> {
     let now = now_ms();
     for key in keys {
@@ -203,7 +203,9 @@ fn save_keys_tx(
         ])?;
         feed::publish(tx, now, Some(&key.hash))?;
     }
-    append_audit(tx, event)?;
+    for event in events {
+        append_audit(tx, event)?;
+    }
     feed::prune(tx, now)
 }
 
@@ -348,9 +350,9 @@ impl KeyStore for EmbeddedStore {
         .await
     }
 
-    async fn save_keys(&self, keys: &[KeyRecord], event: &AuditEvent) -> Result<(), StoreError> {
-        let (keys, event) = (keys.to_vec(), event.clone());
-        self.write(move |tx| save_keys_tx(tx, &keys, &event)).await
+    async fn save_keys(&self, keys: &[KeyRecord], events: &[AuditEvent]) -> Result<(), StoreError> {
+        let (keys, events) = (keys.to_vec(), events.to_vec());
+        self.write(move |tx| save_keys_tx(tx, &keys, &events)).await
     }
 
     async fn delete_key(&self, id: &str, event: &AuditEvent) -> Result<bool, StoreError> {

@@ -72,9 +72,9 @@ pub trait KeyStore: Send + Sync + 'static {
     /// Keys by filter, oldest first.
     async fn list_keys(&self, filter: &KeyFilter) -> Result<Vec<KeyRecord>, StoreError>;
 
-    /// Inserts or replaces `keys`, appends `event` and publishes their hashes on the change
+    /// Inserts or replaces `keys`, appends `events` and publishes their hashes on the change
     /// feed, all in one transaction.
-    async fn save_keys(&self, keys: &[KeyRecord], event: &AuditEvent) -> Result<(), StoreError>;
+    async fn save_keys(&self, keys: &[KeyRecord], events: &[AuditEvent]) -> Result<(), StoreError>;
 
     /// Removes a key for good, with its audit event and change. `false`: no such key.
     async fn delete_key(&self, id: &str, event: &AuditEvent) -> Result<bool, StoreError>;

@@ -72,7 +72,10 @@ fn user(org: &str, name: &str, removed: bool) -> UserRecord {
 
 async fn save(store: &EmbeddedStore, keys: &[KeyRecord]) {
     store
-        .save_keys(keys, &event("create", keys.first().map(|k| k.id.as_str())))
+        .save_keys(
+            keys,
+            &[event("create", keys.first().map(|k| k.id.as_str()))],
+        )
         .await
         .expect("save keys");
 }
@@ -348,7 +351,7 @@ async fn audit_pages_newest_first() {
             ("key_y", "disable")
         };
         store
-            .save_keys(&[], &event(&format!("{action}{i}"), Some(id)))
+            .save_keys(&[], &[event(&format!("{action}{i}"), Some(id))])
             .await
             .expect("save");
     }
@@ -847,7 +850,9 @@ async fn a_failed_save_writes_nothing() {
         id: "key_clash".to_owned(),
         ..a
     };
-    let err = store.save_keys(&[ok, clash], &event("create", None)).await;
+    let err = store
+        .save_keys(&[ok, clash], &[event("create", None)])
+        .await;
     assert!(matches!(err, Err(StoreError::Sqlite(_))), "{err:?}");
     assert_eq!(store.get_key("key_ok").await.expect("get"), None);
     assert_eq!(store.change_cursor().await.expect("cursor"), cursor);
@@ -879,7 +884,7 @@ async fn a_save_from_a_stale_read_is_a_conflict_and_writes_nothing() {
         ..read_a
     };
     store
-        .save_keys(&[revoked], &event("revoke", Some("key_race")))
+        .save_keys(&[revoked], &[event("revoke", Some("key_race"))])
         .await
         .expect("revoke");
     // B renames from its older read: refused, and the key stays revoked.
@@ -888,7 +893,7 @@ async fn a_save_from_a_stale_read_is_a_conflict_and_writes_nothing() {
         ..read_b
     };
     let err = store
-        .save_keys(&[renamed], &event("rename", Some("key_race")))
+        .save_keys(&[renamed], &[event("rename", Some("key_race"))])
         .await;
     assert!(matches!(err, Err(StoreError::Conflict { .. })), "{err:?}");
     let now = store
