@@ -328,10 +328,15 @@ impl KeyCache {
                 }
             },
         };
+        let blocking = self.store.feed_blocks();
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            // A polled feed is read every `every`; a blocking one waits for events itself
+            // and is read again at once (after an error, once per `every`).
+            if !blocking {
+                tick.tick().await;
+            }
             match self.store.changes_since(cursor).await {
                 Ok(batch) => {
                     if batch.evict_all {
@@ -343,7 +348,12 @@ impl KeyCache {
                     }
                     cursor = batch.cursor;
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot read the change feed"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the change feed");
+                    if blocking {
+                        tick.tick().await;
+                    }
+                }
             }
         }
     }

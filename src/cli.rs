@@ -2,6 +2,7 @@
 //! rules live in `service`; this file parses, calls and prints.
 
 use crate::config::{parse_duration, Config};
+use crate::service::transfer::TransferError;
 use crate::service::view::{parse_rfc3339, rfc3339, AuditView, KeyView};
 use crate::service::{Expiry, KeyService, NewKey, ServiceError};
 use crate::store::{now_ms, AuditQuery, KeyFilter, KeyRecord, KeyType};
@@ -10,6 +11,21 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// Why a management command failed (printed on stderr, exit status 1).
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error(transparent)]
+    Transfer(#[from] TransferError),
+}
+
+impl From<crate::store::StoreError> for CliError {
+    fn from(e: crate::store::StoreError) -> Self {
+        CliError::Service(e.into())
+    }
+}
 
 /// Actor name of changes made from the command line (audit log).
 pub const CLI_ACTOR: &str = "cli";
@@ -92,6 +108,18 @@ pub enum KeysCommand {
     },
     /// Delete a key; it is gone for good.
     Delete { id: String },
+    /// Write every key (hashes, never secrets) and its owner's user record as JSON lines.
+    Export {
+        /// File to write, `-` for standard output.
+        #[arg(long, default_value = "-")]
+        out: PathBuf,
+    },
+    /// Read an export into this config's store; keys already there are left alone.
+    Import {
+        /// File to read, `-` for standard input.
+        #[arg(long = "in", default_value = "-")]
+        input: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -232,7 +260,7 @@ fn key_text(k: &KeyRecord) -> String {
 const SHOWN_ONCE: &str = "This secret is shown once and cannot be shown again. Store it now.";
 
 /// Runs a key, user or audit command against the configured store.
-pub async fn run_management(cmd: Command, config: &Config) -> Result<Output, ServiceError> {
+pub async fn run_management(cmd: Command, config: &Config) -> Result<Output, CliError> {
     let store = crate::store::open(&config.store).await?;
     let svc = KeyService::new(
         store,
@@ -242,7 +270,7 @@ pub async fn run_management(cmd: Command, config: &Config) -> Result<Output, Ser
     run_with(&svc, cmd).await
 }
 
-pub async fn run_with(svc: &KeyService, cmd: Command) -> Result<Output, ServiceError> {
+pub async fn run_with(svc: &KeyService, cmd: Command) -> Result<Output, CliError> {
     let a = CLI_ACTOR;
     match cmd {
         Command::Keys(k) => match k {
@@ -325,6 +353,41 @@ pub async fn run_with(svc: &KeyService, cmd: Command) -> Result<Output, ServiceE
                     text: format!("deleted {id}"),
                 })
             }
+            KeysCommand::Export { out } => {
+                let (keys, users) = if out.as_os_str() == "-" {
+                    svc.export(&mut std::io::stdout().lock()).await?
+                } else {
+                    let mut f = std::io::BufWriter::new(
+                        std::fs::File::create(&out).map_err(TransferError::from)?,
+                    );
+                    svc.export(&mut f).await?
+                };
+                Ok(Output {
+                    json: json!({ "exported_keys": keys, "exported_users": users, "file": out.display().to_string() }),
+                    text: format!(
+                        "exported {keys} keys and {users} users to {}",
+                        out.display()
+                    ),
+                })
+            }
+            KeysCommand::Import { input } => {
+                let report = if input.as_os_str() == "-" {
+                    svc.import(&mut std::io::stdin().lock(), a).await?
+                } else {
+                    let f = std::fs::File::open(&input).map_err(TransferError::from)?;
+                    svc.import(&mut std::io::BufReader::new(f), a).await?
+                };
+                Ok(Output {
+                    text: format!(
+                        "imported {} keys ({} already present) and {} users ({} already present)",
+                        report.keys_imported,
+                        report.keys_present,
+                        report.users_imported,
+                        report.users_present
+                    ),
+                    json: serde_json::to_value(&report).unwrap_or_default(),
+                })
+            }
         },
         Command::Users(u) => {
             let user = match u {
@@ -386,11 +449,12 @@ pub async fn run_with(svc: &KeyService, cmd: Command) -> Result<Output, ServiceE
         Command::Serve | Command::CheckConfig | Command::Demo(_) => Err(ServiceError::Invalid {
             field: "command",
             message: "not a management command".into(),
-        }),
+        }
+        .into()),
     }
 }
 
-fn one(k: KeyRecord) -> Result<Output, ServiceError> {
+fn one(k: KeyRecord) -> Result<Output, CliError> {
     Ok(Output {
         json: key_json(&k),
         text: key_text(&k),

@@ -2,6 +2,7 @@
 //! validation, role resolution at creation, rotation with grace, state transitions and
 //! the audit event of every change.
 
+pub mod transfer;
 pub mod view;
 
 use crate::config::format_duration;

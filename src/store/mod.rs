@@ -98,8 +98,15 @@ pub trait KeyStore: Send + Sync + 'static {
     /// The current end of the change feed (where a new gateway starts reading).
     async fn change_cursor(&self) -> Result<u64, StoreError>;
 
-    /// Changes after `cursor`. Returns promptly (the caller polls).
+    /// Changes after `cursor`. Returns promptly when `feed_blocks` is false (the caller
+    /// then polls); otherwise it may wait a bounded time (about a second) for events.
     async fn changes_since(&self, cursor: u64) -> Result<ChangeBatch, StoreError>;
+
+    /// Whether `changes_since` waits for events itself (a Redis stream read with BLOCK),
+    /// so the follower calls it again at once instead of polling.
+    fn feed_blocks(&self) -> bool {
+        false
+    }
 
     /// Cheap reachability check for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;

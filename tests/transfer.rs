@@ -1,0 +1,88 @@
+//! `keys export` from one store, `keys import` into another: keys keep working (only
+//! hashes move), states and owners come along, nothing is imported twice, and a bad file
+//! writes nothing.
+mod support;
+use support::*;
+
+#[tokio::test]
+async fn exported_keys_work_on_the_store_they_are_imported_into() {
+    let from = TestGateway::start().await;
+    let (_, service_key) = from.create_key(&["--org", "acme", "--role", "viewer"]);
+    let (revoked_id, revoked_key) = from.create_key(&["--org", "acme", "--role", "viewer"]);
+    assert!(from.cli(&["keys", "revoke", &revoked_id]).ok);
+    let (_, personal_key) =
+        from.create_key(&["--org", "acme", "--role", "viewer", "--owner", "alice"]);
+    assert!(from.cli(&["users", "remove", "--org", "acme", "alice"]).ok);
+
+    let file = from.dir.path().join("export.jsonl");
+    let out = from.cli(&[
+        "keys",
+        "export",
+        "--out",
+        file.to_str().expect("utf-8 path"),
+    ]);
+    assert!(out.ok, "{}", out.stderr);
+    assert_eq!(out.json["exported_keys"], 3);
+    assert_eq!(out.json["exported_users"], 1);
+    let text = std::fs::read_to_string(&file).expect("export file");
+    for secret in [&service_key, &revoked_key, &personal_key] {
+        assert!(
+            !text.contains(secret.as_str()),
+            "an export never holds a secret"
+        );
+    }
+    assert!(text.contains(&sha256_hex(service_key.as_bytes())));
+
+    let to = TestGateway::start().await;
+    let out = to.cli(&["keys", "import", "--in", file.to_str().expect("utf-8 path")]);
+    assert!(out.ok, "{}", out.stderr);
+    assert_eq!(out.json["keys_imported"], 3);
+    assert_eq!(out.json["users_imported"], 1);
+
+    let verdict = |key: String| {
+        let url = to.url("/v1/models");
+        async move { get(&url, &[("authorization", &bearer(&key))]).await }
+    };
+    assert_eq!(verdict(service_key.clone()).await.status, 200);
+    assert_eq!(verdict(revoked_key.clone()).await.code(), "revoked_key");
+    assert_eq!(verdict(personal_key.clone()).await.code(), "owner_removed");
+
+    // Again: everything is already there, nothing changes.
+    let again = to.cli(&["keys", "import", "--in", file.to_str().expect("utf-8 path")]);
+    assert!(again.ok, "{}", again.stderr);
+    assert_eq!(again.json["keys_imported"], 0);
+    assert_eq!(again.json["keys_present"], 3);
+    let audit = to.cli(&["audit", "--limit", "100"]);
+    let imports = audit.json["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["action"] == "import")
+        .count();
+    assert_eq!(imports, 4, "3 keys and 1 user, each imported once");
+    from.stop().await;
+    to.stop().await;
+}
+
+#[tokio::test]
+async fn a_bad_line_imports_nothing() {
+    let gw = TestGateway::start().await;
+    let file = gw.dir.path().join("bad.jsonl");
+    let good =
+        r#"{"kind":"user","org":"acme","user":"bob","removed":false,"roles":[],"permissions":[]}"#;
+    std::fs::write(
+        &file,
+        format!("{good}\n{{\"kind\":\"key\",\"id\":\"key_x\"}}\n"),
+    )
+    .expect("write");
+    let out = gw.cli(&["keys", "import", "--in", file.to_str().expect("utf-8 path")]);
+    assert!(!out.ok);
+    assert!(out.stderr.contains("line 2"), "{}", out.stderr);
+    let audit = gw.cli(&["audit"]);
+    assert_eq!(
+        audit.json["events"].as_array().map(Vec::len),
+        Some(0),
+        "nothing written"
+    );
+    gw.stop().await;
+}
