@@ -14,7 +14,7 @@ use std::io::{BufRead, Write};
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Line {
-    Key(ExportedKey),
+    Key(Box<ExportedKey>),
     User(ExportedUser),
 }
 
@@ -139,7 +139,7 @@ impl KeyService {
             .map_err(ServiceError::from)?;
         let mut owners = BTreeSet::new();
         for k in &keys {
-            serde_json::to_writer(&mut *out, &Line::Key(k.into())).map_err(std::io::Error::from)?;
+            serde_json::to_writer(&mut *out, &Line::Key(Box::new(k.into()))).map_err(std::io::Error::from)?;
             out.write_all(b"\n")?;
             if let Some(o) = &k.owner {
                 owners.insert((k.org.clone(), o.clone()));
