@@ -139,7 +139,8 @@ impl KeyService {
             .map_err(ServiceError::from)?;
         let mut owners = BTreeSet::new();
         for k in &keys {
-            serde_json::to_writer(&mut *out, &Line::Key(Box::new(k.into()))).map_err(std::io::Error::from)?;
+            serde_json::to_writer(&mut *out, &Line::Key(Box::new(k.into())))
+                .map_err(std::io::Error::from)?;
             out.write_all(b"\n")?;
             if let Some(o) = &k.owner {
                 owners.insert((k.org.clone(), o.clone()));
