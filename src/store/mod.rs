@@ -4,6 +4,7 @@
 
 pub mod embedded;
 mod record;
+pub mod redis;
 
 pub use record::*;
 
@@ -34,6 +35,8 @@ pub enum StoreError {
     Conflict { record: String },
     #[error("store kind `{0}` is not supported by this version")]
     Unsupported(&'static str),
+    #[error("redis store: {0}")]
+    Redis(#[from] self::redis::RedisStoreError),
 }
 
 /// What the auth step needs from one lookup: the key, and the owner's state for a
@@ -121,6 +124,8 @@ pub async fn open(config: &StoreConfig) -> Result<Arc<dyn KeyStore>, StoreError>
                 tokio::task::spawn_blocking(move || embedded::EmbeddedStore::open(&path)).await??;
             Ok(Arc::new(store))
         }
-        StoreConfig::Redis { .. } => Err(StoreError::Unsupported("redis")),
+        StoreConfig::Redis { urls, cluster } => {
+            Ok(Arc::new(self::redis::RedisStore::open(urls, *cluster)?))
+        }
     }
 }

@@ -1,0 +1,1567 @@
+//! Tests against real `redis-server` processes, each test with its own on a free port.
+
+use super::*;
+use crate::store::{KeyState, KeyType};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Instant;
+use tempfile::TempDir;
+
+// ---- servers ---------------------------------------------------------------------------
+
+const REDIS_SERVER: &str = "redis-server";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind :0")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+/// Whether something on `port` answers PING.
+fn answers_ping(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+    if s.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 7];
+    s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+/// A `redis-server` this test owns; killed when dropped.
+struct Server {
+    child: Option<Child>,
+    port: u16,
+    dir: TempDir,
+}
+
+impl Server {
+    fn start() -> Server {
+        Server::start_at(free_port(), TempDir::new().expect("tempdir"), &[])
+    }
+
+    fn start_at(port: u16, dir: TempDir, extra: &[&str]) -> Server {
+        let child = spawn_redis(port, dir.path(), extra);
+        let mut server = Server {
+            child: Some(child),
+            port,
+            dir,
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !answers_ping(self.port) {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("redis-server on {} exited: {status}", self.port);
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn store(&self) -> RedisStore {
+        RedisStore::open(&[self.url()], false).expect("open store")
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// A new server on the same port (and an empty data set).
+    fn restart(&mut self) {
+        self.stop();
+        self.child = Some(spawn_redis(self.port, self.dir.path(), &[]));
+        self.wait_ready();
+    }
+
+    async fn raw(&self) -> ::redis::aio::MultiplexedConnection {
+        Client::open(self.url())
+            .expect("client")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("raw connection")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn spawn_redis(port: u16, dir: &Path, extra: &[&str]) -> Child {
+    let port_s = port.to_string();
+    Command::new(REDIS_SERVER)
+        .args([
+            "--port",
+            &port_s,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed (scripts/test installs it)")
+}
+
+async fn raw_cmd<T: ::redis::FromRedisValue>(
+    conn: &mut ::redis::aio::MultiplexedConnection,
+    args: &[&str],
+) -> T {
+    let mut cmd = ::redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query_async(conn).await.expect("raw command")
+}
+
+// ---- records ---------------------------------------------------------------------------
+
+fn stored(k: &KeyRecord) -> KeyRecord {
+    KeyRecord {
+        version: 1,
+        ..k.clone()
+    }
+}
+
+fn key(id: &str, org: &str, workspaces: &[&str], created_at: i64) -> KeyRecord {
+    KeyRecord {
+        id: id.to_owned(),
+        hash: KeyHash::of(id.as_bytes()),
+        name: id.to_owned(),
+        org: org.to_owned(),
+        workspaces: workspaces.iter().map(|w| (*w).to_owned()).collect(),
+        key_type: KeyType::Service,
+        owner: None,
+        roles: vec!["viewer".to_owned()],
+        inherit: false,
+        permissions: vec!["models:read".to_owned()],
+        expires_at: None,
+        metadata: BTreeMap::new(),
+        rate_limit: None,
+        state: KeyState::Active,
+        created_at,
+        created_by: "cli".to_owned(),
+        last_used_at: None,
+        revoked_at: None,
+        rotated_to: None,
+        version: 0,
+    }
+}
+
+fn personal(id: &str, org: &str, owner: &str, created_at: i64) -> KeyRecord {
+    KeyRecord {
+        key_type: KeyType::Personal,
+        owner: Some(owner.to_owned()),
+        ..key(id, org, &["*"], created_at)
+    }
+}
+
+fn event(action: &str, key_id: Option<&str>) -> AuditEvent {
+    AuditEvent {
+        id: 0,
+        at: 1_700_000_000_000,
+        action: action.to_owned(),
+        key_id: key_id.map(str::to_owned),
+        actor: "cli".to_owned(),
+        details: serde_json::json!({ "note": action }),
+    }
+}
+
+fn user(org: &str, name: &str, removed: bool) -> UserRecord {
+    UserRecord {
+        org: org.to_owned(),
+        user: name.to_owned(),
+        removed,
+        roles: vec!["editor".to_owned()],
+        permissions: vec!["models:read".to_owned(), "models:write".to_owned()],
+        version: 0,
+    }
+}
+
+async fn save(store: &RedisStore, keys: &[KeyRecord]) {
+    store
+        .save_keys(
+            keys,
+            &[event("create", keys.first().map(|k| k.id.as_str()))],
+        )
+        .await
+        .expect("save keys");
+}
+
+fn ids(keys: &[KeyRecord]) -> Vec<&str> {
+    keys.iter().map(|k| k.id.as_str()).collect()
+}
+
+fn all_events() -> AuditQuery {
+    AuditQuery {
+        key_id: None,
+        before: None,
+        limit: 100,
+    }
+}
+
+// ---- the trait, as the embedded store's tests have it ----------------------------------
+
+#[tokio::test]
+async fn key_record_round_trips_with_every_field() {
+    let server = Server::start();
+    let store = server.store();
+    let full = KeyRecord {
+        name: "deploy bot".to_owned(),
+        workspaces: vec!["ws1".to_owned()],
+        roles: vec!["editor".to_owned(), "viewer".to_owned()],
+        permissions: vec!["models:read".to_owned(), "models:write".to_owned()],
+        expires_at: Some(1_800_000_000_000),
+        metadata: BTreeMap::from([
+            ("team".to_owned(), "ml".to_owned()),
+            ("ticket".to_owned(), "OPS-1 \"quoted\" ✓".to_owned()),
+        ]),
+        rate_limit: Some("100/s".to_owned()),
+        state: KeyState::Revoked,
+        last_used_at: Some(1_700_000_500_000),
+        revoked_at: Some(1_700_000_600_000),
+        rotated_to: Some("key_next".to_owned()),
+        ..personal("key_full", "acme", "alice", 1_700_000_000_000)
+    };
+    let inherit = KeyRecord {
+        inherit: true,
+        roles: vec![],
+        permissions: vec![],
+        ..personal("key_inherit", "acme", "bob", 1_700_000_000_001)
+    };
+    save(&store, &[full.clone(), inherit.clone()]).await;
+
+    assert_eq!(
+        store.get_key("key_full").await.expect("get"),
+        Some(stored(&full))
+    );
+    assert_eq!(
+        store.get_key("key_inherit").await.expect("get"),
+        Some(stored(&inherit))
+    );
+    assert_eq!(store.get_key("key_missing").await.expect("get"), None);
+    let found = store
+        .lookup(&full.hash)
+        .await
+        .expect("lookup")
+        .expect("found");
+    assert_eq!(found.key, stored(&full));
+    assert_eq!(found.owner, None, "no user record for alice yet");
+    assert!(store
+        .lookup(&KeyHash::of(b"nope"))
+        .await
+        .expect("lookup")
+        .is_none());
+    store.ping().await.expect("ping");
+}
+
+#[tokio::test]
+async fn lookup_brings_the_owner_record_of_the_same_org() {
+    let server = Server::start();
+    let store = server.store();
+    let k = personal("key_p", "acme", "alice", 1);
+    let service = key("key_s", "acme", &["*"], 2);
+    // An org and a user with `:` in them must not meet another pair's keys.
+    let tricky = personal("key_t", "acme:x", "bob", 3);
+    save(&store, &[k.clone(), service.clone(), tricky.clone()]).await;
+    store
+        .save_user(&user("globex", "alice", false), &event("set-roles", None))
+        .await
+        .expect("save user");
+    store
+        .save_user(&user("acme", "x:bob", true), &event("remove", None))
+        .await
+        .expect("save user");
+    assert_eq!(
+        store
+            .lookup(&k.hash)
+            .await
+            .expect("lookup")
+            .expect("found")
+            .owner,
+        None
+    );
+    assert_eq!(
+        store
+            .lookup(&tricky.hash)
+            .await
+            .expect("lookup")
+            .expect("found")
+            .owner,
+        None
+    );
+
+    let alice = user("acme", "alice", true);
+    store
+        .save_user(&alice, &event("remove", None))
+        .await
+        .expect("save user");
+    let found = store.lookup(&k.hash).await.expect("lookup").expect("found");
+    let alice = UserRecord {
+        version: 1,
+        ..alice
+    };
+    assert_eq!(found.owner, Some(alice.clone()));
+    assert_eq!(
+        store.get_user("acme", "alice").await.expect("get"),
+        Some(alice)
+    );
+    assert_eq!(store.get_user("acme", "zed").await.expect("get"), None);
+    let s = store
+        .lookup(&service.hash)
+        .await
+        .expect("lookup")
+        .expect("found");
+    assert_eq!(s.owner, None);
+}
+
+#[tokio::test]
+async fn list_filters_by_org_and_workspace_oldest_first() {
+    let server = Server::start();
+    let store = server.store();
+    save(
+        &store,
+        &[
+            key("key_b", "acme", &["ws2"], 20),
+            key("key_a", "acme", &["*"], 10),
+            key("key_c", "acme", &["ws1"], 5),
+            key("key_g", "globex", &["ws1"], 1),
+            key("key_0", "acme", &["ws1"], 10),
+        ],
+    )
+    .await;
+    let list = |org: Option<&str>, ws: Option<&str>| {
+        let filter = KeyFilter {
+            org: org.map(str::to_owned),
+            workspace: ws.map(str::to_owned),
+        };
+        let store = &store;
+        async move { store.list_keys(&filter).await.expect("list") }
+    };
+    assert_eq!(
+        ids(&list(None, None).await),
+        ["key_g", "key_c", "key_0", "key_a", "key_b"]
+    );
+    assert_eq!(
+        ids(&list(Some("acme"), None).await),
+        ["key_c", "key_0", "key_a", "key_b"]
+    );
+    assert_eq!(
+        ids(&list(Some("acme"), Some("ws1")).await),
+        ["key_c", "key_0", "key_a"]
+    );
+    assert_eq!(
+        ids(&list(Some("acme"), Some("ws2")).await),
+        ["key_a", "key_b"]
+    );
+    assert_eq!(ids(&list(Some("acme"), Some("ws9")).await), ["key_a"]);
+    assert_eq!(
+        ids(&list(None, Some("ws1")).await),
+        ["key_g", "key_c", "key_0", "key_a"]
+    );
+    assert!(list(Some("initech"), None).await.is_empty());
+
+    // More keys than one round trip reads.
+    let many: Vec<KeyRecord> = (0..(CHUNK + 7))
+        .map(|i| key(&format!("key_m{i:04}"), "bulk", &["*"], 100 + i as i64))
+        .collect();
+    save(&store, &many).await;
+    assert_eq!(ids(&list(Some("bulk"), None).await), ids(&many));
+}
+
+#[tokio::test]
+async fn save_user_publishes_the_hashes_of_the_owners_keys() {
+    let server = Server::start();
+    let store = server.store();
+    let a1 = personal("key_a1", "acme", "alice", 1);
+    let a2 = personal("key_a2", "acme", "alice", 2);
+    let b = personal("key_b", "acme", "bob", 3);
+    let elsewhere = personal("key_ga", "globex", "alice", 4);
+    save(&store, &[a1.clone(), a2.clone(), b, elsewhere]).await;
+    assert!(store.user_owns_keys("acme", "alice").await.expect("owns"));
+    assert!(!store.user_owns_keys("acme", "carol").await.expect("owns"));
+    assert!(!store
+        .user_owns_keys("initech", "alice")
+        .await
+        .expect("owns"));
+
+    let cursor = store.change_cursor().await.expect("cursor");
+    store
+        .save_user(&user("acme", "alice", true), &event("user.remove", None))
+        .await
+        .expect("save user");
+    let batch = store.changes_since(cursor).await.expect("changes");
+    let mut want = vec![a1.hash, a2.hash];
+    want.sort_unstable();
+    assert_eq!(batch.evict, want);
+    assert!(!batch.evict_all);
+    assert_eq!(batch.cursor, cursor + 2);
+
+    store
+        .save_user(&user("acme", "alice", false), &event("user.restore", None))
+        .await
+        .expect("save user");
+    let alice = store
+        .get_user("acme", "alice")
+        .await
+        .expect("get")
+        .expect("some");
+    assert!(!alice.removed);
+    assert_eq!(alice.version, 2);
+
+    let cursor = store.change_cursor().await.expect("cursor");
+    store
+        .save_user(
+            &user("acme", "carol", false),
+            &event("user.set-roles", None),
+        )
+        .await
+        .expect("save user");
+    assert_eq!(store.change_cursor().await.expect("cursor"), cursor);
+
+    // A deleted key no longer counts as owned.
+    let mut ev = event("delete", Some("key_a1"));
+    store.delete_key("key_a1", &ev).await.expect("delete");
+    ev.key_id = Some("key_a2".to_owned());
+    store.delete_key("key_a2", &ev).await.expect("delete");
+    assert!(!store.user_owns_keys("acme", "alice").await.expect("owns"));
+}
+
+#[tokio::test]
+async fn delete_removes_the_key_and_publishes_its_hash() {
+    let server = Server::start();
+    let store = server.store();
+    let k = personal("key_del", "acme", "alice", 1);
+    save(&store, std::slice::from_ref(&k)).await;
+    let cursor = store.change_cursor().await.expect("cursor");
+
+    assert!(store
+        .delete_key("key_del", &event("delete", Some("key_del")))
+        .await
+        .expect("delete"));
+    assert_eq!(store.get_key("key_del").await.expect("get"), None);
+    assert!(store.lookup(&k.hash).await.expect("lookup").is_none());
+    assert!(store
+        .list_keys(&KeyFilter::default())
+        .await
+        .expect("list")
+        .is_empty());
+    let batch = store.changes_since(cursor).await.expect("changes");
+    assert_eq!((batch.evict, batch.evict_all), (vec![k.hash], false));
+    let query = AuditQuery {
+        key_id: Some("key_del".to_owned()),
+        before: None,
+        limit: 10,
+    };
+    let actions: Vec<String> = store
+        .audit(&query)
+        .await
+        .expect("audit")
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(actions, ["delete", "create"]);
+
+    let cursor = store.change_cursor().await.expect("cursor");
+    assert!(!store
+        .delete_key("key_del", &event("delete", Some("key_del")))
+        .await
+        .expect("delete"));
+    assert_eq!(store.change_cursor().await.expect("cursor"), cursor);
+    assert_eq!(store.audit(&query).await.expect("audit").len(), 2);
+
+    // Nothing of the key is left but its audit trail.
+    let mut raw = server.raw().await;
+    let left: Vec<String> = raw_cmd(&mut raw, &["KEYS", "*"]).await;
+    let mut left: Vec<&str> = left.iter().map(String::as_str).collect();
+    left.sort_unstable();
+    assert_eq!(
+        left,
+        [
+            "{kg}:audit",
+            "{kg}:audit:events",
+            "{kg}:audit:key:key_del",
+            "{kg}:audit:seq",
+            "{kg}:events",
+            "{kg}:events:epoch",
+            "{kg}:events:seq"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn audit_pages_newest_first() {
+    let server = Server::start();
+    let store = server.store();
+    save(
+        &store,
+        &[
+            key("key_x", "acme", &["*"], 1),
+            key("key_y", "acme", &["*"], 1),
+        ],
+    )
+    .await;
+    for i in 0..5 {
+        let (id, action) = if i % 2 == 0 {
+            ("key_x", "rename")
+        } else {
+            ("key_y", "disable")
+        };
+        store
+            .save_keys(&[], &[event(&format!("{action}{i}"), Some(id))])
+            .await
+            .expect("save");
+    }
+    let all = store.audit(&all_events()).await.expect("audit");
+    let actions: Vec<&str> = all.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["rename4", "disable3", "rename2", "disable1", "rename0", "create"]
+    );
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id));
+    assert_eq!(all[0].details, serde_json::json!({ "note": "rename4" }));
+    assert_eq!(all[0].actor, "cli");
+    assert_eq!(all[0].at, 1_700_000_000_000);
+    assert_eq!(all[0].key_id.as_deref(), Some("key_x"));
+    assert_eq!(all[1].key_id.as_deref(), Some("key_y"));
+
+    let page = |key_id: Option<&str>, before: Option<i64>, limit: usize| {
+        let q = AuditQuery {
+            key_id: key_id.map(str::to_owned),
+            before,
+            limit,
+        };
+        let store = &store;
+        async move { store.audit(&q).await.expect("audit") }
+    };
+    let page1 = page(None, None, 2).await;
+    assert_eq!(page1, all[..2]);
+    assert_eq!(page(None, Some(page1[1].id), 2).await, all[2..4]);
+    assert!(page(None, None, 0).await.is_empty());
+    assert_eq!(page(None, None, usize::MAX).await, all);
+
+    let x = page(Some("key_x"), None, 100).await;
+    let x_actions: Vec<&str> = x.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(x_actions, ["rename4", "rename2", "rename0", "create"]);
+    assert_eq!(page(Some("key_x"), Some(x[0].id), 1).await, x[1..2]);
+    assert!(page(Some("key_none"), None, 10).await.is_empty());
+
+    // An event without a key id stays out of every key's trail.
+    store
+        .save_user(&user("acme", "u", false), &event("user.set-roles", None))
+        .await
+        .expect("save user");
+    let newest = page(None, None, 1).await;
+    assert_eq!(newest[0].key_id, None);
+    assert_eq!(page(Some("key_x"), None, 100).await, x);
+}
+
+#[tokio::test]
+async fn record_last_used_never_moves_backwards() {
+    let server = Server::start();
+    let store = server.store();
+    let k = key("key_u", "acme", &["*"], 1);
+    save(&store, std::slice::from_ref(&k)).await;
+    let cursor = store.change_cursor().await.expect("cursor");
+    let last_used = || async {
+        store
+            .get_key("key_u")
+            .await
+            .expect("get")
+            .expect("some")
+            .last_used_at
+    };
+
+    store
+        .record_last_used(&[("key_u".to_owned(), 500), ("key_unknown".to_owned(), 9)])
+        .await
+        .expect("record");
+    assert_eq!(last_used().await, Some(500));
+    assert_eq!(
+        store.get_key("key_unknown").await.expect("get"),
+        None,
+        "a use of an unknown key creates nothing"
+    );
+    store
+        .record_last_used(&[("key_u".to_owned(), 400)])
+        .await
+        .expect("record");
+    assert_eq!(last_used().await, Some(500));
+    store
+        .record_last_used(&[("key_u".to_owned(), 700)])
+        .await
+        .expect("record");
+    assert_eq!(last_used().await, Some(700));
+    assert_eq!(store.change_cursor().await.expect("cursor"), cursor);
+    assert_eq!(
+        store
+            .get_key("key_u")
+            .await
+            .expect("get")
+            .expect("some")
+            .version,
+        1,
+        "a use is no revision"
+    );
+
+    save(
+        &store,
+        &[KeyRecord {
+            name: "renamed".to_owned(),
+            last_used_at: Some(600),
+            ..k.clone()
+        }],
+    )
+    .await;
+    let got = store.get_key("key_u").await.expect("get").expect("some");
+    assert_eq!(
+        (got.name.as_str(), got.last_used_at),
+        ("renamed", Some(700))
+    );
+    save(
+        &store,
+        &[KeyRecord {
+            last_used_at: None,
+            ..k.clone()
+        }],
+    )
+    .await;
+    assert_eq!(last_used().await, Some(700));
+    save(
+        &store,
+        &[KeyRecord {
+            last_used_at: Some(800),
+            ..k
+        }],
+    )
+    .await;
+    assert_eq!(last_used().await, Some(800));
+
+    // A batch bigger than one script.
+    let batch: Vec<(String, i64)> = (0..(CHUNK * 2 + 3))
+        .map(|i| (format!("key_none{i}"), 1))
+        .chain([("key_u".to_owned(), 900)])
+        .collect();
+    store.record_last_used(&batch).await.expect("record");
+    assert_eq!(last_used().await, Some(900));
+}
+
+#[tokio::test]
+async fn a_save_from_a_stale_read_is_a_conflict_and_writes_nothing() {
+    let server = Server::start();
+    let store = server.store();
+    save(&store, &[key("key_race", "acme", &["*"], 1)]).await;
+    let read_a = store
+        .get_key("key_race")
+        .await
+        .expect("get")
+        .expect("found");
+    let read_b = read_a.clone();
+    store
+        .save_keys(
+            &[KeyRecord {
+                state: KeyState::Revoked,
+                ..read_a
+            }],
+            &[event("revoke", Some("key_race"))],
+        )
+        .await
+        .expect("revoke");
+    let cursor = store.change_cursor().await.expect("cursor");
+    // B renames from its older read, in a batch with a new key: all refused.
+    let err = store
+        .save_keys(
+            &[
+                key("key_new", "acme", &["*"], 2),
+                KeyRecord {
+                    name: "new".into(),
+                    ..read_b
+                },
+            ],
+            &[event("rename", Some("key_race"))],
+        )
+        .await;
+    assert!(
+        matches!(&err, Err(StoreError::Conflict { record }) if record == "key_race"),
+        "{err:?}"
+    );
+    let now = store
+        .get_key("key_race")
+        .await
+        .expect("get")
+        .expect("found");
+    assert_eq!(now.state, KeyState::Revoked);
+    assert_eq!(now.name, "key_race");
+    assert_eq!(now.version, 2);
+    assert_eq!(store.get_key("key_new").await.expect("get"), None);
+    assert_eq!(store.change_cursor().await.expect("cursor"), cursor);
+    let events = store
+        .audit(&AuditQuery {
+            key_id: Some("key_race".into()),
+            before: None,
+            limit: 10,
+        })
+        .await
+        .expect("audit");
+    assert_eq!(events.len(), 2, "the refused rename wrote no audit event");
+
+    // The same for users.
+    store
+        .save_user(&user("acme", "al", false), &event("set-roles", None))
+        .await
+        .expect("save user");
+    let read = store
+        .get_user("acme", "al")
+        .await
+        .expect("get")
+        .expect("found");
+    store
+        .save_user(
+            &UserRecord {
+                removed: true,
+                ..read.clone()
+            },
+            &event("remove", None),
+        )
+        .await
+        .expect("remove");
+    let err = store
+        .save_user(
+            &UserRecord {
+                roles: vec![],
+                ..read
+            },
+            &event("set-roles", None),
+        )
+        .await;
+    assert!(
+        matches!(&err, Err(StoreError::Conflict { record }) if record == "user acme/al"),
+        "{err:?}"
+    );
+    let al = store
+        .get_user("acme", "al")
+        .await
+        .expect("get")
+        .expect("found");
+    assert!(al.removed);
+    assert_eq!(al.version, 2);
+}
+
+#[tokio::test]
+async fn a_hash_held_by_another_key_is_refused_and_writes_nothing() {
+    let server = Server::start();
+    let store = server.store();
+    let a = key("key_a", "acme", &["*"], 1);
+    save(&store, std::slice::from_ref(&a)).await;
+    let cursor = store.change_cursor().await.expect("cursor");
+    let clash = KeyRecord {
+        id: "key_clash".to_owned(),
+        ..a.clone()
+    };
+    let err = store
+        .save_keys(
+            &[key("key_ok", "acme", &["*"], 2), clash],
+            &[event("create", None)],
+        )
+        .await;
+    assert!(
+        matches!(
+            &err,
+            Err(StoreError::Redis(RedisStoreError::HashTaken { id, holder }))
+                if id == "key_clash" && holder == "key_a"
+        ),
+        "{err:?}"
+    );
+    assert_eq!(store.get_key("key_ok").await.expect("get"), None);
+    assert_eq!(store.change_cursor().await.expect("cursor"), cursor);
+    assert_eq!(store.audit(&all_events()).await.expect("audit").len(), 1);
+    assert_eq!(
+        store
+            .lookup(&a.hash)
+            .await
+            .expect("lookup")
+            .expect("found")
+            .key
+            .id,
+        "key_a"
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_record_is_an_error_naming_the_key() {
+    let server = Server::start();
+    let store = server.store();
+    let bad = key("key_bad", "acme", &["*"], 1);
+    let good = key("key_good", "acme", &["*"], 2);
+    let owned = personal("key_owned", "acme", "alice", 3);
+    save(&store, &[bad.clone(), good.clone(), owned.clone()]).await;
+    let mut raw = server.raw().await;
+    let _: i64 = raw_cmd(
+        &mut raw,
+        &["HSET", "{kg}:key:key_bad", "record", "{\"name\": 3"],
+    )
+    .await;
+
+    let is_corrupt = |r: Result<(), StoreError>, id: &str| match r {
+        Err(StoreError::Corrupt { key_id, reason }) => key_id == id && !reason.is_empty(),
+        _ => false,
+    };
+    assert!(is_corrupt(
+        store.lookup(&bad.hash).await.map(|_| ()),
+        "key_bad"
+    ));
+    assert!(is_corrupt(
+        store.get_key("key_bad").await.map(|_| ()),
+        "key_bad"
+    ));
+    assert!(is_corrupt(
+        store.list_keys(&KeyFilter::default()).await.map(|_| ()),
+        "key_bad"
+    ));
+    assert_eq!(
+        store.get_key("key_good").await.expect("get"),
+        Some(stored(&good))
+    );
+    assert!(store
+        .delete_key("key_bad", &event("delete", Some("key_bad")))
+        .await
+        .expect("delete"));
+    assert_eq!(
+        store
+            .list_keys(&KeyFilter::default())
+            .await
+            .expect("list")
+            .len(),
+        2
+    );
+
+    let _: i64 = raw_cmd(&mut raw, &["HSET", "{kg}:key:key_good", "hash", "0102"]).await;
+    assert!(is_corrupt(
+        store.get_key("key_good").await.map(|_| ()),
+        "key_good"
+    ));
+    let _: i64 = raw_cmd(&mut raw, &["HDEL", "{kg}:key:key_good", "version"]).await;
+    assert!(is_corrupt(
+        store.get_key("key_good").await.map(|_| ()),
+        "key_good"
+    ));
+
+    // A bad owner record fails its key's lookup, naming the user.
+    store
+        .save_user(&user("acme", "alice", false), &event("set-roles", None))
+        .await
+        .expect("save user");
+    let _: i64 = raw_cmd(
+        &mut raw,
+        &["HSET", "{kg}:user:4:acme:alice", "roles", "nope"],
+    )
+    .await;
+    assert!(is_corrupt(
+        store.lookup(&owned.hash).await.map(|_| ()),
+        "user acme/alice"
+    ));
+
+    // A key stored as another type: an error for that key, not a crash.
+    let _: () = raw_cmd(&mut raw, &["SET", "{kg}:key:key_str", "x"]).await;
+    assert!(store.get_key("key_str").await.is_err());
+    store.ping().await.expect("still serving");
+}
+
+// ---- the change feed -------------------------------------------------------------------
+
+#[tokio::test]
+async fn changes_since_follows_the_cursor() {
+    let server = Server::start();
+    let store = server.store();
+    assert!(store.feed_blocks());
+    assert_eq!(store.change_cursor().await.expect("cursor"), 0);
+
+    // Nothing new: waits about FEED_BLOCK, then an empty batch at the same cursor.
+    let t = Instant::now();
+    let empty = store.changes_since(0).await.expect("changes");
+    assert_eq!(empty, ChangeBatch::default());
+    let waited = t.elapsed();
+    assert!(
+        waited >= FEED_BLOCK - Duration::from_millis(100) && waited < FEED_BLOCK * 2,
+        "{waited:?}"
+    );
+
+    let a = key("key_a", "acme", &["*"], 1);
+    let b = key("key_b", "acme", &["*"], 2);
+    save(&store, &[a.clone(), b.clone()]).await;
+    assert_eq!(store.change_cursor().await.expect("cursor"), 2);
+    // Behind the end: at once, no waiting.
+    let t = Instant::now();
+    let batch = store.changes_since(0).await.expect("changes");
+    assert!(t.elapsed() < Duration::from_millis(500));
+    let mut both = vec![a.hash, b.hash];
+    both.sort_unstable();
+    assert_eq!(
+        batch,
+        ChangeBatch {
+            cursor: 2,
+            evict: both,
+            evict_all: false
+        }
+    );
+    assert_eq!(
+        store.changes_since(1).await.expect("changes"),
+        ChangeBatch {
+            cursor: 2,
+            evict: vec![b.hash],
+            evict_all: false
+        }
+    );
+
+    save(&store, std::slice::from_ref(&a)).await;
+    save(&store, std::slice::from_ref(&a)).await;
+    assert_eq!(
+        store.changes_since(2).await.expect("changes"),
+        ChangeBatch {
+            cursor: 4,
+            evict: vec![a.hash],
+            evict_all: false
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_waiting_reader_wakes_on_a_change_and_lookups_do_not_wait_for_it() {
+    let server = Server::start();
+    let store = Arc::new(server.store());
+    let a = key("key_a", "acme", &["*"], 1);
+    save(&store, std::slice::from_ref(&a)).await;
+    let cursor = store.change_cursor().await.expect("cursor");
+
+    let reader = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            let t = Instant::now();
+            let batch = store.changes_since(cursor).await.expect("changes");
+            (batch, t.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The reader is blocked in XREAD now; lookups share no connection with it.
+    let t = Instant::now();
+    assert!(store.lookup(&a.hash).await.expect("lookup").is_some());
+    assert!(
+        t.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        t.elapsed()
+    );
+
+    let revoked = KeyRecord {
+        state: KeyState::Revoked,
+        ..stored(&a)
+    };
+    store
+        .save_keys(&[revoked], &[event("revoke", Some("key_a"))])
+        .await
+        .expect("revoke");
+    let (batch, waited) = reader.await.expect("reader");
+    assert_eq!(batch.evict, vec![a.hash]);
+    assert_eq!(batch.cursor, cursor + 1);
+    assert!(
+        waited < FEED_BLOCK,
+        "woke on the event, not the timeout: {waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_trimmed_gap_evicts_everything() {
+    let server = Server::start();
+    let store = server.store();
+    for i in 0..3 {
+        save(&store, &[key(&format!("key_{i}"), "acme", &["*"], i)]).await;
+    }
+    let late = key("key_late", "acme", &["*"], 9);
+    save(&store, std::slice::from_ref(&late)).await;
+    let mut raw = server.raw().await;
+    // Exact trimming: keep seqs 3 and 4.
+    let _: i64 = raw_cmd(&mut raw, &["XTRIM", "{kg}:events", "MAXLEN", "2"]).await;
+
+    // A reader at 1 missed seq 2: it cannot know which key that was.
+    let batch = store.changes_since(1).await.expect("changes");
+    assert!(batch.evict_all);
+    assert_eq!(batch.cursor, 4);
+    // A reader at 2 missed nothing.
+    let batch = store.changes_since(2).await.expect("changes");
+    assert!(!batch.evict_all);
+    assert_eq!(batch.evict.len(), 2);
+    assert_eq!(batch.cursor, 4);
+
+    // Everything after the cursor trimmed away.
+    let _: i64 = raw_cmd(&mut raw, &["XTRIM", "{kg}:events", "MAXLEN", "0"]).await;
+    let batch = store.changes_since(2).await.expect("changes");
+    assert_eq!(
+        batch,
+        ChangeBatch {
+            cursor: 4,
+            evict: vec![],
+            evict_all: true
+        }
+    );
+    // Writes go on after the stream was emptied, with seqs that keep counting.
+    save(&store, std::slice::from_ref(&late)).await;
+    assert_eq!(
+        store.changes_since(4).await.expect("changes"),
+        ChangeBatch {
+            cursor: 5,
+            evict: vec![late.hash],
+            evict_all: false
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_star_event_a_flushed_redis_or_a_lost_counter_evict_everything() {
+    let server = Server::start();
+    let store = server.store();
+    let a = key("key_a", "acme", &["*"], 1);
+    save(&store, std::slice::from_ref(&a)).await;
+    let mut raw = server.raw().await;
+    let _: String = raw_cmd(&mut raw, &["XADD", "{kg}:events", "2-1", "hash", "*"]).await;
+    let _: () = raw_cmd(&mut raw, &["SET", "{kg}:events:seq", "2"]).await;
+    let batch = store.changes_since(1).await.expect("changes");
+    assert_eq!((batch.cursor, batch.evict_all), (2, true));
+    let batch = store.changes_since(0).await.expect("changes");
+    assert_eq!(
+        (batch.cursor, batch.evict_all, batch.evict),
+        (2, true, vec![a.hash])
+    );
+
+    // The counter lost (a partial restore): writes still get seqs above the stream's.
+    let _: i64 = raw_cmd(&mut raw, &["DEL", "{kg}:events:seq"]).await;
+    save(&store, std::slice::from_ref(&a)).await;
+    assert_eq!(store.change_cursor().await.expect("cursor"), 3);
+    assert_eq!(
+        store.changes_since(2).await.expect("changes"),
+        ChangeBatch {
+            cursor: 3,
+            evict: vec![a.hash],
+            evict_all: false
+        }
+    );
+
+    // Flushed: the caller's cursor is past the end.
+    let _: () = raw_cmd(&mut raw, &["FLUSHALL"]).await;
+    assert_eq!(
+        store.changes_since(3).await.expect("changes"),
+        ChangeBatch {
+            cursor: 0,
+            evict: vec![],
+            evict_all: true
+        }
+    );
+
+    // Flushed and written again past the cursor before this reader looked: the new epoch
+    // gives it away (another store instance, as another gateway would be).
+    let other = server.store();
+    assert_eq!(other.change_cursor().await.expect("cursor"), 0);
+    for i in 0..3 {
+        save(&store, &[key(&format!("key_{i}"), "acme", &["*"], i)]).await;
+    }
+    assert_eq!(other.changes_since(0).await.expect("changes").cursor, 3);
+    let _: () = raw_cmd(&mut raw, &["FLUSHALL"]).await;
+    for i in 0..5 {
+        save(&store, &[key(&format!("key_{i}"), "acme", &["*"], i)]).await;
+    }
+    assert_eq!(
+        other.changes_since(3).await.expect("changes"),
+        ChangeBatch {
+            cursor: 5,
+            evict: vec![],
+            evict_all: true
+        }
+    );
+    assert_eq!(
+        other.changes_since(5).await.expect("changes").cursor,
+        5,
+        "then it follows the new epoch"
+    );
+}
+
+#[tokio::test]
+async fn a_huge_backlog_evicts_everything_in_one_batch() {
+    let server = Server::start();
+    let store = server.store();
+    let keys: Vec<KeyRecord> = (0..=MAX_CHANGE_BATCH)
+        .map(|i| key(&format!("key_{i}"), "acme", &["*"], 1))
+        .collect();
+    save(&store, &keys).await;
+    let end = store.change_cursor().await.expect("cursor");
+    assert_eq!(end, keys.len() as u64);
+    assert_eq!(
+        store.changes_since(0).await.expect("changes"),
+        ChangeBatch {
+            cursor: end,
+            evict: vec![],
+            evict_all: true
+        }
+    );
+}
+
+#[test]
+fn batches_from_entries() {
+    let h = |b: u8| KeyHash([b; 32]);
+    let e = |seq: u64, hash: Option<KeyHash>| FeedEntry {
+        seq: Some(seq),
+        hash,
+    };
+    assert_eq!(
+        batch_from(3, 3, vec![]),
+        ChangeBatch {
+            cursor: 3,
+            ..ChangeBatch::default()
+        }
+    );
+    let b = batch_from(3, 5, vec![e(4, Some(h(2))), e(5, Some(h(1)))]);
+    assert_eq!(
+        (b.cursor, b.evict, b.evict_all),
+        (5, vec![h(1), h(2)], false)
+    );
+    // An entry id that does not parse: evict everything, keep the cursor moving.
+    let b = batch_from(
+        3,
+        5,
+        vec![
+            FeedEntry {
+                seq: None,
+                hash: Some(h(1)),
+            },
+            e(5, Some(h(1))),
+        ],
+    );
+    assert_eq!((b.cursor, b.evict_all), (5, true));
+}
+
+// ---- outages ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_dead_redis_fails_fast_and_a_restarted_one_is_used_again() {
+    let mut server = Server::start();
+    let store = server.store();
+    let a = key("key_a", "acme", &["*"], 1);
+    save(&store, std::slice::from_ref(&a)).await;
+    let cursor = store.change_cursor().await.expect("cursor");
+
+    server.stop();
+    // Every call errs within the timeout (plus slack for a loaded machine), none hangs.
+    for _ in 0..breaker::FAILURES + 2 {
+        let t = Instant::now();
+        assert!(store.lookup(&a.hash).await.is_err());
+        assert!(
+            t.elapsed() < STORE_TIMEOUT * 3,
+            "a call took {:?}",
+            t.elapsed()
+        );
+    }
+    // By now the breaker is open: calls fail at once, and the feed too.
+    assert!(store.breaker.is_open());
+    let t = Instant::now();
+    let err = store.lookup(&a.hash).await;
+    assert!(
+        matches!(err, Err(StoreError::Redis(RedisStoreError::CircuitOpen))),
+        "{err:?}"
+    );
+    assert!(store.changes_since(cursor).await.is_err());
+    assert!(store.ping().await.is_err());
+    assert!(t.elapsed() < Duration::from_millis(50), "{:?}", t.elapsed());
+
+    // Back on the same port (empty: no persistence). The store finds it by itself.
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.ping().await.is_err() {
+        assert!(Instant::now() < deadline, "the store did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!store.breaker.is_open());
+    save(&store, std::slice::from_ref(&a)).await;
+    assert!(store.lookup(&a.hash).await.expect("lookup").is_some());
+    // The restarted Redis started empty and has counted past the old cursor (1) again: its
+    // seqs are not the ones the reader missed, and what it cached is gone. Everything goes.
+    let b = key("key_b", "acme", &["*"], 2);
+    save(&store, std::slice::from_ref(&b)).await;
+    let batch = store.changes_since(cursor).await.expect("changes");
+    assert_eq!((batch.cursor, batch.evict_all), (2, true));
+    // Then it follows the new Redis as usual, on a new connection of its own.
+    save(&store, std::slice::from_ref(&a)).await;
+    assert_eq!(
+        store.changes_since(2).await.expect("changes"),
+        ChangeBatch {
+            cursor: 3,
+            evict: vec![a.hash],
+            evict_all: false
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_frozen_redis_costs_at_most_the_timeout_and_then_nothing() {
+    // SIGSTOP: connections stay open but nothing answers, the case only a timeout ends.
+    let server = Server::start();
+    let store = server.store();
+    let a = key("key_a", "acme", &["*"], 1);
+    save(&store, std::slice::from_ref(&a)).await;
+    let pid = server.child.as_ref().expect("running").id().to_string();
+    let signal = |sig: &str| {
+        let status = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    };
+    signal("-STOP");
+    for _ in 0..breaker::FAILURES {
+        let t = Instant::now();
+        let err = store.lookup(&a.hash).await;
+        let took = t.elapsed();
+        assert!(err.is_err());
+        assert!(
+            took >= STORE_TIMEOUT - Duration::from_millis(20) && took < STORE_TIMEOUT * 2,
+            "{took:?}"
+        );
+    }
+    let t = Instant::now();
+    assert!(store.lookup(&a.hash).await.is_err());
+    assert!(
+        t.elapsed() < Duration::from_millis(20),
+        "open breaker fails fast"
+    );
+    signal("-CONT");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.lookup(&a.hash).await.is_err() {
+        assert!(Instant::now() < deadline, "the store did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(store.lookup(&a.hash).await.expect("lookup").is_some());
+}
+
+#[tokio::test]
+async fn a_reader_replays_what_it_missed_while_its_connection_was_down() {
+    let server = Server::start();
+    let store = server.store();
+    let a = key("key_a", "acme", &["*"], 1);
+    save(&store, std::slice::from_ref(&a)).await;
+    let cursor = store.change_cursor().await.expect("cursor");
+    assert_eq!(
+        store.changes_since(0).await.expect("changes").cursor,
+        cursor
+    );
+    // Kill every client connection (the feed's too), then write.
+    let mut raw = server.raw().await;
+    let _: i64 = raw_cmd(
+        &mut raw,
+        &["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"],
+    )
+    .await;
+    let b = key("key_b", "acme", &["*"], 2);
+    let c = key("key_c", "acme", &["*"], 3);
+    let writer = server.store();
+    save(&writer, &[b.clone(), c.clone()]).await;
+
+    // The next reads may fail once on the dead connection; then they replay from cursor.
+    let mut got = None;
+    for _ in 0..10 {
+        match store.changes_since(cursor).await {
+            Ok(batch) => {
+                got = Some(batch);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let batch = got.expect("the reader reconnects");
+    let mut want = vec![b.hash, c.hash];
+    want.sort_unstable();
+    assert_eq!(
+        batch,
+        ChangeBatch {
+            cursor: cursor + 2,
+            evict: want,
+            evict_all: false
+        }
+    );
+}
+
+#[tokio::test]
+async fn opening_needs_no_redis_but_a_valid_url() {
+    // Nothing listens there: open succeeds, calls fail within the timeout.
+    let port = free_port();
+    let store = RedisStore::open(&[format!("redis://127.0.0.1:{port}/")], false).expect("open");
+    let t = Instant::now();
+    assert!(store.ping().await.is_err());
+    assert!(t.elapsed() < STORE_TIMEOUT * 3);
+    assert!(matches!(
+        RedisStore::open(&["http://nope".to_owned()], false),
+        Err(StoreError::Redis(RedisStoreError::Url { .. }))
+    ));
+    assert!(matches!(
+        RedisStore::open(&[], false),
+        Err(StoreError::Redis(RedisStoreError::NoUrl))
+    ));
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let status = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl must be installed to make the TLS test's certificates");
+    assert!(status.success(), "openssl {args:?}");
+}
+
+#[tokio::test]
+async fn a_rediss_url_talks_tls() {
+    // A test CA and a server certificate for 127.0.0.1.
+    let dir = TempDir::new().expect("tempdir");
+    let p = dir.path();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        p,
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.crt"],
+        ]
+        .concat()
+        .into_iter()
+        .chain(["-days", "2", "-subj", "/CN=keygate test CA"])
+        .collect::<Vec<_>>(),
+    );
+    openssl(
+        p,
+        &[
+            &["req"][..],
+            &ec,
+            &["-keyout", "srv.key", "-out", "srv.csr"],
+        ]
+        .concat()
+        .into_iter()
+        .chain(["-subj", "/CN=127.0.0.1"])
+        .collect::<Vec<_>>(),
+    );
+    std::fs::write(p.join("ext"), "subjectAltName=IP:127.0.0.1\n").expect("write ext");
+    openssl(
+        p,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ],
+    );
+    let tls_port = free_port();
+    let file = |name: &str| p.join(name).to_str().expect("utf-8 temp path").to_owned();
+    let (cert, cert_key, ca) = (file("srv.crt"), file("srv.key"), file("ca.crt"));
+    let tls_port_s = tls_port.to_string();
+    let server = Server::start_at(
+        free_port(),
+        TempDir::new().expect("tempdir"),
+        &[
+            "--tls-port",
+            &tls_port_s,
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &cert_key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            "no",
+        ],
+    );
+    // The client trusts the system's roots, which rustls-native-certs takes from here.
+    std::env::set_var("SSL_CERT_FILE", &ca);
+    let store =
+        RedisStore::open(&[format!("rediss://127.0.0.1:{tls_port}/")], false).expect("open rediss");
+    let mut ok = store.ping().await;
+    if ok.is_err() {
+        // The first TLS handshake of a debug build can be slow on a loaded machine.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        ok = store.ping().await;
+    }
+    ok.expect("ping over TLS");
+    let k = key("key_tls", "acme", &["*"], 1);
+    save(&store, std::slice::from_ref(&k)).await;
+    assert!(store.lookup(&k.hash).await.expect("lookup").is_some());
+    assert_eq!(
+        store.changes_since(0).await.expect("changes").evict,
+        vec![k.hash]
+    );
+
+    // A plain-text server on a rediss URL: an error, never a panic or a hang.
+    let plain = RedisStore::open(&[format!("rediss://127.0.0.1:{}/", server.port)], false)
+        .expect("open rediss");
+    let t = Instant::now();
+    assert!(plain.ping().await.is_err());
+    assert!(t.elapsed() < STORE_TIMEOUT * 3);
+}
+
+#[tokio::test]
+async fn store_open_builds_a_redis_store_from_config() {
+    let server = Server::start();
+    let store = crate::store::open(&crate::config::StoreConfig::Redis {
+        urls: vec![server.url()],
+        cluster: false,
+    })
+    .await
+    .expect("open");
+    assert!(store.feed_blocks());
+    store.ping().await.expect("ping");
+}
+
+// ---- cluster ---------------------------------------------------------------------------
+
+/// Three masters, no replicas, each on a free port.
+struct Cluster {
+    nodes: Vec<Server>,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let nodes: Vec<Server> = (0..3)
+            .map(|_| {
+                let dir = TempDir::new().expect("tempdir");
+                let conf = dir.path().join("nodes.conf");
+                let conf = conf.to_str().expect("utf-8 temp path").to_owned();
+                Server::start_at(
+                    free_port(),
+                    dir,
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        &conf,
+                        "--cluster-node-timeout",
+                        "2000",
+                    ],
+                )
+            })
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let status = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli must be installed with redis-server");
+        assert!(status.success(), "redis-cli --cluster create failed");
+        let cluster = Cluster { nodes };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cluster.is_ok() {
+            assert!(Instant::now() < deadline, "cluster did not become ok");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        cluster
+    }
+
+    fn is_ok(&self) -> bool {
+        self.nodes.iter().all(|n| {
+            Command::new("redis-cli")
+                .args(["-p", &n.port.to_string(), "cluster", "info"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+                .unwrap_or(false)
+        })
+    }
+
+    fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(Server::url).collect()
+    }
+}
+
+#[tokio::test]
+async fn a_cluster_round_trip() {
+    let cluster = Cluster::start();
+    let store = RedisStore::open(&cluster.urls(), true).expect("open cluster");
+    let cursor = store.change_cursor().await.expect("cursor");
+    let k = personal("key_c", "acme", "alice", 1);
+    save(&store, std::slice::from_ref(&k)).await;
+    store
+        .save_user(&user("acme", "alice", false), &event("set-roles", None))
+        .await
+        .expect("save user");
+    let found = store.lookup(&k.hash).await.expect("lookup").expect("found");
+    assert_eq!(found.key, stored(&k));
+    assert!(found.owner.is_some());
+    assert_eq!(
+        ids(&store
+            .list_keys(&KeyFilter {
+                org: Some("acme".into()),
+                workspace: None
+            })
+            .await
+            .expect("list")),
+        ["key_c"]
+    );
+    let batch = store.changes_since(cursor).await.expect("changes");
+    assert_eq!(
+        (batch.cursor, batch.evict, batch.evict_all),
+        (2, vec![k.hash], false)
+    );
+    // And the blocking read: nothing new, an empty batch after about FEED_BLOCK.
+    let batch = store.changes_since(2).await.expect("changes");
+    assert_eq!((batch.cursor, batch.evict_all), (2, false));
+    store
+        .record_last_used(&[("key_c".to_owned(), 77)])
+        .await
+        .expect("record");
+    assert!(store
+        .delete_key("key_c", &event("delete", Some("key_c")))
+        .await
+        .expect("delete"));
+    assert_eq!(store.audit(&all_events()).await.expect("audit").len(), 3);
+    store.ping().await.expect("ping");
+}
