@@ -540,3 +540,4 @@ pub fn well_formed_unknown_key() -> String {
         .expose()
         .to_owned()
 }
+pub mod redis;
