@@ -228,6 +228,17 @@ impl KeyCache {
                             retry_at: None,
                         }))
                     }
+                    Err(StoreError::Corrupt { key_id, reason }) => {
+                        // One bad record must not fail every request for its key with a
+                        // 503, nor stop the gateway: that key is unknown until it is fixed.
+                        self.metrics.store_errors.inc();
+                        tracing::error!(%key_id, %reason, "stored key record does not parse; answering as an unknown key");
+                        Ok(Op::Put(Entry {
+                            key: None,
+                            confirmed_at: now,
+                            retry_at: None,
+                        }))
+                    }
                     Err(err) => {
                         self.metrics.store_errors.inc();
                         match current {
@@ -345,6 +356,18 @@ impl KeyCache {
                     }
                     for h in &batch.evict {
                         self.evict(h).await;
+                    }
+                    if let Some(at) = batch.written_at_ms {
+                        // Clocks of two hosts: a store clock ahead of ours reads as 0.
+                        let lag = u64::try_from(crate::store::now_ms() - at).unwrap_or(0);
+                        let lag = Duration::from_millis(lag);
+                        self.metrics.change_feed_lag.observe(lag);
+                        tracing::debug!(
+                            lag_ms = lag.as_millis() as u64,
+                            keys = batch.evict.len(),
+                            all = batch.evict_all,
+                            "applied key changes"
+                        );
                     }
                     cursor = batch.cursor;
                 }

@@ -117,6 +117,8 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     pub request_duration: LatencyHistogram,
     pub auth_duration: LatencyHistogram,
+    /// From a change written to the store to this gateway dropping the cached answer.
+    pub change_feed_lag: LatencyHistogram,
     pub cache_hits: Counter,
     pub cache_misses: Counter,
     pub cache_evictions: Counter,
@@ -140,6 +142,7 @@ impl Metrics {
             requests: Family::default(),
             request_duration: LatencyHistogram::default(),
             auth_duration: LatencyHistogram::default(),
+            change_feed_lag: LatencyHistogram::default(),
             cache_hits: Counter::default(),
             cache_misses: Counter::default(),
             cache_evictions: Counter::default(),
@@ -164,6 +167,12 @@ impl Metrics {
             "auth_duration_seconds",
             "Auth step: credential, format check, hash, cache or store, verdict",
             m.auth_duration.clone(),
+        );
+        registry.register(
+            "change_feed_lag_seconds",
+            "Revocation lag: from a key change written to the store (the store's clock) to \
+             this gateway dropping its cached answer",
+            m.change_feed_lag.clone(),
         );
         registry.register(
             "cache_hits",

@@ -1655,6 +1655,7 @@ async fn metrics_change_as_requests_flow() {
         "keygate_cache_keys",
         "keygate_auth_duration_seconds_count",
         "keygate_request_duration_seconds_count",
+        "keygate_change_feed_lag_seconds_count",
     ] {
         assert!(
             m0.lines().any(|l| l.starts_with(&format!("{series} "))),
@@ -1711,6 +1712,15 @@ async fn metrics_change_as_requests_flow() {
     assert!(
         sample(&m2, "keygate_cache_evictions_total") > sample(&m1, "keygate_cache_evictions_total"),
         "{m2}"
+    );
+    // The change feed delivered the revocation, and its lag was observed.
+    let lag_count = "keygate_change_feed_lag_seconds_count";
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            sample(&metrics(&gw).await, lag_count) > sample(&m1, lag_count)
+        })
+        .await,
+        "{lag_count} did not move"
     );
     assert!(
         sample(

@@ -100,6 +100,24 @@ async fn all_become(gws: &[&TestGateway], key: &str, want: (u16, &str)) {
 // ---- (a) Two gateways on one Redis ----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_does_not_parse_is_an_unknown_key_and_nothing_else_breaks() {
+    let redis = RedisServer::start();
+    let gw = gateway_on(&redis_store(&redis.url())).await;
+    let (id, key) = gw.create_key(&["--org", "acme", "--role", "viewer"]);
+    let (_, other) = gw.create_key(&["--org", "acme", "--role", "viewer"]);
+    // Someone (a bad migration, a hand edit) breaks the record behind the gateway's back.
+    let reply = redis.cli(&["HSET", &format!("{{kg}}:key:{id}"), "record", "{not json"]);
+    assert_eq!(reply.trim(), "0", "the record field existed: {reply}");
+    assert_eq!(
+        get_models(&gw, &key).await,
+        answer((401, "unknown_key")),
+        "a corrupt record is an unknown key"
+    );
+    assert_eq!(get_models(&gw, &other).await, answer(OK));
+    assert_eq!(readyz(&gw).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoke_by_one_cli_is_seen_by_every_gateway() {
     let redis = RedisServer::start();
     let gw1 = gateway_on(&redis_store(&redis.url())).await;

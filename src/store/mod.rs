@@ -48,13 +48,24 @@ pub struct Lookup {
 }
 
 /// Keys whose cached answers are stale, from one read of the store's change feed.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct ChangeBatch {
     /// Position to ask from next time.
     pub cursor: u64,
     pub evict: Vec<KeyHash>,
     /// The feed has a gap (pruned or lost): drop every cached answer.
     pub evict_all: bool,
+    /// When the oldest change in the batch was written (unix ms, the store's clock), for
+    /// the change-feed lag metric; `None` when the batch holds no change.
+    pub written_at_ms: Option<i64>,
+}
+
+/// Two batches are equal when they ask the reader to do the same: the write time is a
+/// measurement, not an instruction.
+impl PartialEq for ChangeBatch {
+    fn eq(&self, other: &Self) -> bool {
+        (self.cursor, &self.evict, self.evict_all) == (other.cursor, &other.evict, other.evict_all)
+    }
 }
 
 /// Which keys `list_keys` returns; `None` fields do not filter.

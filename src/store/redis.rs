@@ -21,7 +21,7 @@
 //! | `{kg}:audit` | sorted set | every event id, scored by itself (paging newest first) |
 //! | `{kg}:audit:key:<id>` | sorted set | event ids that name the key (kept after a delete) |
 //! | `{kg}:audit:seq` | string | the last event id |
-//! | `{kg}:events` | stream | change events, id `<seq>-1`, field `hash` (hex, or `*`: drop everything); trimmed to about `STREAM_MAXLEN` entries |
+//! | `{kg}:events` | stream | change events, id `<seq>-1`, fields `hash` (hex, or `*`: drop everything) and `at` (unix ms, Redis TIME); trimmed to about `STREAM_MAXLEN` entries |
 //! | `{kg}:events:seq` | string | the last change seq: where a new gateway starts |
 //! | `{kg}:events:epoch` | string | set by the first write to an empty Redis (its `TIME`) |
 //!
@@ -50,7 +50,8 @@
 //! Every command is bounded by `STORE_TIMEOUT`, and a circuit breaker (`breaker.rs`) makes
 //! calls fail at once while Redis is down, so an outage costs a cache miss no latency; the
 //! connections reconnect by themselves and the breaker closes on the first success. A
-//! record that does not parse is `StoreError::Corrupt` naming it, for that key only.
+//! record that does not parse is `StoreError::Corrupt` naming it, for that key only (the
+//! cache answers it as an unknown key and logs the id).
 
 mod breaker;
 mod codec;
@@ -417,6 +418,9 @@ impl RedisStore {
 struct FeedEntry {
     seq: Option<u64>,
     hash: Option<KeyHash>,
+    /// When the change was written (unix ms, Redis's clock); `None` for events written
+    /// before keygate recorded it.
+    at: Option<i64>,
 }
 
 /// The entries of an XREAD reply (nil when the block timed out).
@@ -447,15 +451,18 @@ fn feed_entries(reply: Value) -> Result<Vec<FeedEntry>, String> {
                 .ok()
                 .and_then(|id| id.split_once('-'))
                 .and_then(|(seq, _)| seq.parse::<u64>().ok());
-            let mut hash = None;
+            let (mut hash, mut at) = (None, None);
             let mut fields = items(fields)?.into_iter();
             while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
-                if bytes(name)? == b"hash" {
-                    let value = bytes(value)?;
-                    hash = std::str::from_utf8(&value).ok().and_then(KeyHash::from_hex);
+                let (name, value) = (bytes(name)?, bytes(value)?);
+                let value = std::str::from_utf8(&value).ok();
+                match &name[..] {
+                    b"hash" => hash = value.and_then(KeyHash::from_hex),
+                    b"at" => at = value.and_then(|v| v.parse::<i64>().ok()),
+                    _ => {}
                 }
             }
-            out.push(FeedEntry { seq, hash });
+            out.push(FeedEntry { seq, hash, at });
         }
     }
     Ok(out)
@@ -476,12 +483,14 @@ fn batch_from(cursor: u64, end: u64, entries: Vec<FeedEntry>) -> ChangeBatch {
                 cursor: end,
                 evict: Vec::new(),
                 evict_all: true,
+                written_at_ms: None,
             };
         }
         return ChangeBatch {
             cursor,
             evict: Vec::new(),
             evict_all: false,
+            written_at_ms: None,
         };
     };
     let last = entries
@@ -495,6 +504,7 @@ fn batch_from(cursor: u64, end: u64, entries: Vec<FeedEntry>) -> ChangeBatch {
             cursor: last.max(end),
             evict: Vec::new(),
             evict_all: true,
+            written_at_ms: first.at,
         };
     }
     // Seqs have no holes except trimmed entries, so a first entry past cursor + 1 means
@@ -508,6 +518,7 @@ fn batch_from(cursor: u64, end: u64, entries: Vec<FeedEntry>) -> ChangeBatch {
             "change feed has a gap after the cursor; evicting all"
         );
     }
+    let written_at_ms = first.at;
     let mut evict = Vec::with_capacity(entries.len());
     for entry in entries {
         match entry.hash {
@@ -521,6 +532,7 @@ fn batch_from(cursor: u64, end: u64, entries: Vec<FeedEntry>) -> ChangeBatch {
         cursor: last,
         evict,
         evict_all,
+        written_at_ms,
     }
 }
 
@@ -814,6 +826,7 @@ impl KeyStore for RedisStore {
                 cursor: end,
                 evict: Vec::new(),
                 evict_all: true,
+                written_at_ms: None,
             });
         }
         // Wait for news only when there is none yet: a reader behind the end gets its

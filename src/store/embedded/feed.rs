@@ -44,13 +44,17 @@ pub(super) fn changes_since(conn: &mut Connection, cursor: u64) -> Result<Change
     let tx = conn.transaction()?;
     let after = i64::try_from(cursor).unwrap_or(i64::MAX);
     let mut rows: Vec<(i64, Option<Vec<u8>>)> = Vec::new();
+    let mut written_at_ms = None;
     {
-        let mut stmt = tx
-            .prepare_cached("SELECT seq, hash FROM changes WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+        let mut stmt = tx.prepare_cached(
+            "SELECT seq, hash, at FROM changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
         let limit = i64::try_from(MAX_CHANGE_BATCH + 1).expect("a small constant fits i64");
         let mut it = stmt.query(params![after, limit])?;
         while let Some(row) = it.next()? {
             rows.push((row.get(0)?, row.get(1)?));
+            // Rows come in seq order: the first is the oldest.
+            written_at_ms = written_at_ms.or(Some(row.get(2)?));
         }
     }
     let max_seq = || -> Result<u64, StoreError> {
@@ -74,12 +78,14 @@ pub(super) fn changes_since(conn: &mut Connection, cursor: u64) -> Result<Change
                 cursor: max,
                 evict: Vec::new(),
                 evict_all: true,
+                written_at_ms: None,
             });
         }
         return Ok(ChangeBatch {
             cursor,
             evict: Vec::new(),
             evict_all: false,
+            written_at_ms: None,
         });
     };
     if rows.len() > MAX_CHANGE_BATCH {
@@ -87,6 +93,7 @@ pub(super) fn changes_since(conn: &mut Connection, cursor: u64) -> Result<Change
             cursor: max_seq()?,
             evict: Vec::new(),
             evict_all: true,
+            written_at_ms,
         });
     }
     // seq has no holes except pruned rows (see the schema), so a first row past
@@ -108,5 +115,6 @@ pub(super) fn changes_since(conn: &mut Connection, cursor: u64) -> Result<Change
         cursor: last,
         evict,
         evict_all,
+        written_at_ms,
     })
 }

@@ -499,7 +499,8 @@ async fn changes_since_follows_the_cursor() {
         ChangeBatch {
             cursor: 0,
             evict: vec![],
-            evict_all: false
+            evict_all: false,
+            written_at_ms: None,
         }
     );
 
@@ -508,6 +509,9 @@ async fn changes_since_follows_the_cursor() {
     save(&store, &[a.clone(), b.clone()]).await;
     assert_eq!(store.change_cursor().await.expect("cursor"), 2);
     let batch = store.changes_since(0).await.expect("changes");
+    let written = batch.written_at_ms.expect("changes carry their write time");
+    let now = crate::store::now_ms();
+    assert!((now - 60_000..=now).contains(&written), "{written}");
     let mut both = vec![a.hash, b.hash];
     both.sort_unstable();
     assert_eq!(
@@ -515,7 +519,8 @@ async fn changes_since_follows_the_cursor() {
         ChangeBatch {
             cursor: 2,
             evict: both,
-            evict_all: false
+            evict_all: false,
+            written_at_ms: None,
         }
     );
 
@@ -525,7 +530,8 @@ async fn changes_since_follows_the_cursor() {
         ChangeBatch {
             cursor: 2,
             evict: vec![b.hash],
-            evict_all: false
+            evict_all: false,
+            written_at_ms: None,
         }
     );
     // Nothing new: the cursor stays.
@@ -535,7 +541,8 @@ async fn changes_since_follows_the_cursor() {
         ChangeBatch {
             cursor: 2,
             evict: vec![],
-            evict_all: false
+            evict_all: false,
+            written_at_ms: None,
         }
     );
 
@@ -548,7 +555,8 @@ async fn changes_since_follows_the_cursor() {
         ChangeBatch {
             cursor: 4,
             evict: vec![a.hash],
-            evict_all: false
+            evict_all: false,
+            written_at_ms: None,
         }
     );
 }
@@ -619,7 +627,8 @@ async fn pruning_keeps_the_newest_change() {
         ChangeBatch {
             cursor: 2,
             evict: vec![],
-            evict_all: false
+            evict_all: false,
+            written_at_ms: None,
         }
     );
 }
@@ -650,7 +659,8 @@ async fn a_null_change_or_a_cursor_past_the_end_evicts_everything() {
         ChangeBatch {
             cursor: 2,
             evict: vec![],
-            evict_all: true
+            evict_all: true,
+            written_at_ms: None,
         }
     );
 }
@@ -671,7 +681,8 @@ async fn a_huge_backlog_evicts_everything_in_one_batch() {
         ChangeBatch {
             cursor: end,
             evict: vec![],
-            evict_all: true
+            evict_all: true,
+            written_at_ms: None,
         }
     );
 }

@@ -53,11 +53,17 @@ local function open_feed()
   end
 end
 
--- One change event: `hash` is a key hash in hex, or '*' (every gateway drops everything).
+-- One change event: `hash` is a key hash in hex, or '*' (every gateway drops everything);
+-- `at` is when it was written (unix ms, Redis's clock), for the readers' lag metric.
+local at = nil
 local function publish(hash)
   seq = seq + 1
   local s = string.format('%d', seq)
-  redis.call('XADD', EVENTS, 'MAXLEN', '~', MAXLEN, s .. '-1', 'hash', hash)
+  if not at then
+    local t = redis.call('TIME')
+    at = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+  end
+  redis.call('XADD', EVENTS, 'MAXLEN', '~', MAXLEN, s .. '-1', 'hash', hash, 'at', at)
   redis.call('SET', SEQ, s)
 end
 
