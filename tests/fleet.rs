@@ -262,6 +262,45 @@ async fn outage_serves_confirmed_keys_refuses_others_and_heals_by_itself() {
     gw.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_started_before_redis_answers_503_then_serves_once_it_is_there() {
+    // A Redis that is down when the gateway starts (stopped before it, same port later).
+    let mut redis = RedisServer::start();
+    redis.stop();
+    let gw = gateway_on(&redis_store(&redis.url())).await;
+    assert_eq!(readyz(&gw).await, 503, "/readyz says not ready");
+    assert_eq!(
+        get_models(&gw, &well_formed_unknown_key()).await,
+        answer((503, "store_unavailable"))
+    );
+    // Malformed and missing keys need no store: their answers do not change.
+    assert_eq!(
+        get_models(&gw, "kg_nope").await,
+        answer((401, "malformed_key"))
+    );
+
+    redis.restart();
+    assert!(
+        eventually(RECOVERS_WITHIN, || async { readyz(&gw).await == 200 }).await,
+        "/readyz stays {}",
+        readyz(&gw).await
+    );
+    let (id, key) = gw.create_key(&["--org", "acme", "--role", "viewer"]);
+    assert!(
+        becomes(&gw, &key, OK, RECOVERS_WITHIN).await,
+        "a key created once Redis is up answers {:?}",
+        get_models(&gw, &key).await
+    );
+    // And the change feed, which had no position at start, follows Redis now.
+    assert!(gw.cli(&["keys", "revoke", &id]).ok);
+    assert!(
+        becomes(&gw, &key, (401, "revoked_key"), RECOVERS_WITHIN).await,
+        "after a late start a revoke answers {:?}",
+        get_models(&gw, &key).await
+    );
+    gw.stop().await;
+}
+
 // ---- (c) Events a gateway could not read ----
 //
 // gw1 talks to Redis as the ACL user `gw`; the CLI as the default user. Taking `@stream`
