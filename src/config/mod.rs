@@ -397,7 +397,14 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
 
     let cache = CacheConfig {
         max_entries: raw.cache.max_entries.unwrap_or(DEFAULT_CACHE_MAX_ENTRIES),
-        ttl: e.duration("cache.ttl", raw.cache.ttl.as_deref(), DEFAULT_CACHE_TTL),
+        // Above zero: a zero TTL would quietly send every request to the store. At most a
+        // day: it bounds how long a revoked key can live when change events are lost.
+        ttl: e.bounded(
+            "cache.ttl",
+            raw.cache.ttl.as_deref(),
+            DEFAULT_CACHE_TTL,
+            Duration::from_secs(24 * 3600),
+        ),
         negative_ttl: e.duration(
             "cache.negative_ttl",
             raw.cache.negative_ttl.as_deref(),

@@ -161,6 +161,8 @@ fn bad_durations_name_their_field() {
     let e = one_error("cache: { ttl: 30x }", "cache.ttl");
     assert!(e.contains("30x"), "{e}");
     one_error("cache: { negative_ttl: 1.5s }", "cache.negative_ttl");
+    one_error("cache: { ttl: 0s }", "cache.ttl");
+    one_error("cache: { ttl: 2d }", "cache.ttl");
     one_error("keys: { last_used_flush: 1h30m }", "keys.last_used_flush");
     let e = one_error(
         "upstreams:\n  api: { targets: [\"http://a:1\"], timeout: soon }\n",
