@@ -24,11 +24,19 @@ fn init_tracing(format: LogFormat, level: &str) {
     }
 }
 
+/// The runtime for `server.workers` threads (default: one per core). One worker runs on a
+/// single-threaded runtime: with nothing to steal work from, the multi-thread scheduler's
+/// cross-thread wake-ups are pure cost. Blocking store calls still go to the blocking pool.
 fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = workers {
-        b.worker_threads(n);
-    }
+    let mut b = match workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     b.enable_all().build()
 }
 

@@ -15,6 +15,8 @@ listen: 127.0.0.1:0
 admin: {{ listen: 127.0.0.1:0 }}
 store: {{ kind: embedded, path: "{db}" }}
 log: {{ level: info }}
+# One worker: the single-threaded runtime serves, reloads and drains too.
+server: {{ workers: 1 }}
 upstreams:
   api: {{ targets: ["http://{upstream}"] }}
 routes:
