@@ -9,6 +9,12 @@
 use crate::config::{Config, RouteConfig};
 use http::Method;
 use std::borrow::Cow;
+use std::collections::HashMap;
+
+/// From this many routes on, matching looks routes up by path prefix instead of trying
+/// them in turn: a request then costs one lookup per segment of its path, not one
+/// comparison per route.
+const INDEX_FROM: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
@@ -145,14 +151,31 @@ pub struct Router {
     /// Indexes into the config's routes, longest path first (ties keep file order).
     order: Vec<usize>,
     routes: Vec<RouteConfig>,
+    /// Large tables only: route indexes by path, each list in file order.
+    by_path: Option<HashMap<Box<str>, Vec<usize>>>,
 }
 
 impl Router {
     pub fn new(config: &Config) -> Self {
+        Self::build(config, config.routes.len() >= INDEX_FROM)
+    }
+
+    fn build(config: &Config, index: bool) -> Self {
         let routes = config.routes.clone();
         let mut order: Vec<usize> = (0..routes.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(routes[i].path.len()));
-        Router { order, routes }
+        let by_path = index.then(|| {
+            let mut map: HashMap<Box<str>, Vec<usize>> = HashMap::new();
+            for (i, r) in routes.iter().enumerate() {
+                map.entry(r.path.as_str().into()).or_default().push(i);
+            }
+            map
+        });
+        Router {
+            order,
+            routes,
+            by_path,
+        }
     }
 
     /// The route for a request. `host` is the request's host without port, any case.
@@ -162,16 +185,33 @@ impl Router {
         method: &Method,
         path: &str,
     ) -> Option<(usize, &RouteConfig)> {
-        self.order
-            .iter()
-            .map(|&i| (i, &self.routes[i]))
-            .find(|(_, r)| {
-                prefix_matches(&r.path, path)
-                    && r.host
-                        .as_deref()
-                        .is_none_or(|h| host.is_some_and(|got| got.eq_ignore_ascii_case(h)))
-                    && r.methods.as_ref().is_none_or(|ms| ms.contains(method))
-            })
+        let fits = |r: &RouteConfig| {
+            r.host
+                .as_deref()
+                .is_none_or(|h| host.is_some_and(|got| got.eq_ignore_ascii_case(h)))
+                && r.methods.as_ref().is_none_or(|ms| ms.contains(method))
+        };
+        let Some(by_path) = &self.by_path else {
+            return self
+                .order
+                .iter()
+                .map(|&i| (i, &self.routes[i]))
+                .find(|(_, r)| prefix_matches(&r.path, path) && fits(r));
+        };
+        // The prefixes that match on whole segments, longest first: the path itself, then
+        // the path up to each `/` from the right (the one at 0 stands for the root `/`).
+        let whole = std::iter::once(path);
+        let cut = path.rmatch_indices('/').map(|(at, _)| match at {
+            0 => "/",
+            _ => &path[..at],
+        });
+        whole.chain(cut).find_map(|prefix| {
+            by_path
+                .get(prefix)?
+                .iter()
+                .map(|&i| (i, &self.routes[i]))
+                .find(|(_, r)| fits(r))
+        })
     }
 
     pub fn routes(&self) -> &[RouteConfig] {
@@ -232,6 +272,61 @@ mod tests {
         assert_eq!(path_segment("/v1/acme/x", 4), None);
         assert_eq!(path_segment("/v1/", 2), None);
         assert_eq!(path_segment("/v1", 0), None);
+    }
+
+    /// The indexed lookup of large tables picks exactly what trying routes in order picks.
+    #[test]
+    fn indexed_matching_agrees_with_scanning() {
+        let mut yaml =
+            String::from("upstreams: { api: { targets: [\"http://127.0.0.1:9\"] } }\nroutes:\n");
+        for path in [
+            "/",
+            "/v1",
+            "/v1/models",
+            "/v1/models/x",
+            "/v1/mod",
+            "/v2/a/b/c",
+            "/v1/models",
+        ] {
+            for extra in ["", ", methods: [POST]", ", host: api.example.com"] {
+                yaml.push_str(&format!("  - {{ path: {path}, upstream: api{extra} }}\n"));
+            }
+        }
+        let config = Config::from_yaml(&yaml, &|_| None).expect("config");
+        assert!(config.routes.len() >= INDEX_FROM);
+        let (scan, index) = (Router::build(&config, false), Router::build(&config, true));
+        assert!(index.by_path.is_some() && scan.by_path.is_none());
+        let paths = [
+            "/",
+            "/v1",
+            "/v1/",
+            "/v1/models",
+            "/v1/models/",
+            "/v1/models/x",
+            "/v1/models/x/y",
+            "/v1/modelsx",
+            "/v1/mod/els",
+            "/v2",
+            "/v2/a/b",
+            "/v2/a/b/c/d",
+            "/other",
+        ];
+        for path in paths {
+            for host in [None, Some("API.example.com"), Some("other")] {
+                for method in [Method::GET, Method::POST] {
+                    let want = scan.find(host, &method, path).map(|(i, _)| i);
+                    let got = index.find(host, &method, path).map(|(i, _)| i);
+                    assert_eq!(got, want, "{method} {host:?} {path}");
+                }
+            }
+        }
+        // And it really routes: the longest prefix wins, the first of equals in file order.
+        assert_eq!(
+            index
+                .find(None, &Method::GET, "/v1/models/x/y")
+                .map(|(_, r)| r.path.as_str()),
+            Some("/v1/models/x")
+        );
     }
 
     #[test]
