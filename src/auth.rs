@@ -202,6 +202,15 @@ pub fn param_name_is(raw: &str, param: &str) -> bool {
     raw == param || percent_decode(raw).is_some_and(|n| n == param)
 }
 
+/// A header's bytes as text: borrowed when they are UTF-8 (checked by the fast path of
+/// `str::from_utf8`), else with replacement characters, which the format check refuses.
+fn utf8(b: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(b) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(b),
+    }
+}
+
 /// The one credential of a request, or why there is none usable. Bytes that are not
 /// UTF-8 become a value that fails the format check (malformed, never a panic).
 pub fn extract_credential<'a>(
@@ -219,7 +228,7 @@ pub fn extract_credential<'a>(
     for v in headers.get_all(AUTHORIZATION) {
         auth_headers += 1;
         if let Some(k) = bearer(v) {
-            take(String::from_utf8_lossy(k));
+            take(utf8(k));
         }
     }
     // Two Authorization headers are refused whatever their schemes: a gateway must never
@@ -229,7 +238,7 @@ pub fn extract_credential<'a>(
     }
     if let Some(name) = &sources.header {
         for v in headers.get_all(name) {
-            take(String::from_utf8_lossy(v.as_bytes().trim_ascii()));
+            take(utf8(v.as_bytes().trim_ascii()));
         }
     }
     if let (Some(param), Some(q)) = (&sources.query_param, query) {

@@ -3,7 +3,9 @@
 //! consts here, in one place.
 
 use crate::auth::{IdentityNames, Principal};
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -86,26 +88,19 @@ pub fn set_forwarded(
     // read RFC 7239 `Forwarded` or `X-Real-IP` must not see client-chosen values.
     headers.remove(header::FORWARDED);
     headers.remove(X_REAL_IP);
-    let ip = client.to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if headers.get_all(&X_FORWARDED_FOR).iter().count() == 1 => {
-            format!("{prev}, {ip}")
-        }
-        _ => {
-            // Several XFF headers: fold them into one list, in order.
-            let prev: Vec<&str> = headers
-                .get_all(&X_FORWARDED_FOR)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect();
-            if prev.is_empty() {
-                ip
-            } else {
-                format!("{}, {ip}", prev.join(", "))
-            }
-        }
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    // One buffer, handed to the header value without a copy: the earlier hops (several
+    // XFF headers are folded into one list, in order), then the client.
+    let mut xff = String::with_capacity(48);
+    for prev in headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+    {
+        xff.push_str(prev);
+        xff.push_str(", ");
+    }
+    let _ = write!(xff, "{client}");
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(xff)) {
         headers.insert(X_FORWARDED_FOR, v);
     }
     headers.insert(
@@ -130,7 +125,9 @@ pub fn new_request_id() -> HeaderValue {
         b.iter().map(|x| format!("{x:02x}")).collect()
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    HeaderValue::from_str(&format!("{prefix}-{n:x}"))
+    let mut id = String::with_capacity(prefix.len() + 17);
+    let _ = write!(id, "{prefix}-{n:x}");
+    HeaderValue::from_maybe_shared(Bytes::from(id))
         .unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
