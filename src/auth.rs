@@ -104,15 +104,26 @@ pub struct Identity {
     /// The key's only workspace, sent when the route resolves none.
     pub default_workspace: Option<HeaderValue>,
     /// Effective permissions, sorted (the key's own, or its owner's for `inherit`).
-    pub permission_list: Vec<String>,
+    pub permission_list: Box<[Box<str>]>,
+}
+
+/// The identity header values of one key, all slices of one buffer: one allocation per
+/// cached key instead of one per value.
+struct Packed(bytes::BytesMut);
+
+impl Packed {
+    fn push(&mut self, s: &str) -> std::ops::Range<usize> {
+        let start = self.0.len();
+        self.0.extend_from_slice(s.as_bytes());
+        start..self.0.len()
+    }
 }
 
 /// Header value for text the store holds. Names may be UTF-8 (sent as raw bytes, which
 /// HTTP allows as obs-text); control characters are refused at creation, so the
 /// fallback only guards against records written by other tools.
-fn value(s: &str) -> HeaderValue {
-    HeaderValue::from_str(s)
-        .or_else(|_| HeaderValue::from_bytes(s.as_bytes()))
+fn value(buf: &bytes::Bytes, r: std::ops::Range<usize>) -> HeaderValue {
+    HeaderValue::from_maybe_shared(buf.slice(r))
         .unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
@@ -131,18 +142,40 @@ impl Identity {
             KeyType::Service => k.name.as_str(),
             KeyType::Personal => k.owner.as_deref().unwrap_or(k.name.as_str()),
         };
+        let workspace = match k.workspaces.as_slice() {
+            [w] if !k.is_org_key() => Some(w.as_str()),
+            _ => None,
+        };
+        let joined: usize = permission_list.iter().map(|p| p.len() + 1).sum();
+        let mut p = Packed(bytes::BytesMut::with_capacity(
+            k.id.len()
+                + k.name.len()
+                + k.org.len()
+                + actor.len()
+                + joined
+                + workspace.map_or(0, str::len),
+        ));
+        let (id, name, org, actor) = (
+            p.push(&k.id),
+            p.push(&k.name),
+            p.push(&k.org),
+            p.push(actor),
+        );
+        let permissions = p.push(&permission_list.join(","));
+        let workspace = workspace.map(|w| p.push(w));
+        let buf = p.0.freeze();
         Identity {
-            key_id: value(&k.id),
-            key_name: value(&k.name),
-            org: value(&k.org),
+            key_id: value(&buf, id),
+            key_name: value(&buf, name),
+            org: value(&buf, org),
             key_type: HeaderValue::from_static(k.key_type.as_str()),
-            actor: value(actor),
-            permissions: value(&permission_list.join(",")),
-            default_workspace: match k.workspaces.as_slice() {
-                [w] if !k.is_org_key() => Some(value(w)),
-                _ => None,
-            },
-            permission_list,
+            actor: value(&buf, actor),
+            permissions: value(&buf, permissions),
+            default_workspace: workspace.map(|w| value(&buf, w)),
+            permission_list: permission_list
+                .into_iter()
+                .map(String::into_boxed_str)
+                .collect(),
         }
     }
 }
@@ -302,7 +335,7 @@ impl Authenticator {
             .await
             .map_err(AuthError::StoreUnavailable)?
             .ok_or(AuthError::UnknownKey)?;
-        let record = &key.lookup.key;
+        let record = &key.facts;
         match record.state {
             KeyState::Revoked => return Err(AuthError::RevokedKey),
             KeyState::Disabled => return Err(AuthError::DisabledKey),
@@ -312,9 +345,7 @@ impl Authenticator {
         if record.is_expired_at(now_ms) {
             return Err(AuthError::ExpiredKey);
         }
-        if record.key_type == KeyType::Personal
-            && key.lookup.owner.as_ref().is_some_and(|u| u.removed)
-        {
+        if record.key_type == KeyType::Personal && record.owner_removed {
             return Err(AuthError::OwnerRemoved);
         }
         key.touch(now_ms);
@@ -333,7 +364,7 @@ impl Authenticator {
         if !route
             .permissions
             .iter()
-            .all(|p| have.binary_search(p).is_ok())
+            .all(|p| have.binary_search_by(|h| (**h).cmp(p.as_str())).is_ok())
         {
             return Err(AuthError::InsufficientPermissions);
         }
@@ -359,11 +390,11 @@ impl Authenticator {
                 let ws = named
                     .filter(|w| !w.is_empty())
                     .ok_or(AuthError::WorkspaceRequired)?;
-                let rec = &key.lookup.key;
+                let facts = &key.facts;
                 // An org key may use any workspace of its org, but only a real workspace
                 // name reaches the upstream (never `*`, a list or a path).
                 if !crate::store::is_ident(ws)
-                    || (!rec.is_org_key() && !rec.workspaces.iter().any(|w| w == ws))
+                    || (!facts.org_key && !facts.workspaces.iter().any(|w| &**w == ws))
                 {
                     return Err(AuthError::WorkspaceNotAllowed);
                 }

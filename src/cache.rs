@@ -12,7 +12,7 @@
 
 use crate::key::KeyHash;
 use crate::metrics::Metrics;
-use crate::store::{KeyStore, Lookup, StoreError};
+use crate::store::{KeyState, KeyStore, KeyType, Lookup, StoreError};
 use moka::future::Cache;
 use moka::notification::RemovalCause;
 use moka::ops::compute::{CompResult, Op};
@@ -22,14 +22,56 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// What the auth step needs to decide a verdict, plus the precomputed identity header
-/// values, so a cache hit copies nothing but an `Arc`.
+/// values, so a cache hit copies nothing but an `Arc`. Only these facts are kept, not the
+/// whole record: names, metadata, roles and audit fields stay in the store, so a cached
+/// key costs little memory.
 #[derive(Debug)]
 pub struct CachedKey {
-    pub lookup: Lookup,
+    pub facts: KeyFacts,
     pub identity: crate::auth::Identity,
     /// Last time this key admitted a request (unix ms), not yet necessarily flushed.
     last_used: AtomicI64,
     flushed: AtomicI64,
+}
+
+/// The parts of a key's record (and its owner's) a verdict reads.
+#[derive(Debug)]
+pub struct KeyFacts {
+    /// For the `last_used_at` batches.
+    pub id: Box<str>,
+    pub state: KeyState,
+    pub expires_at: Option<i64>,
+    pub key_type: KeyType,
+    /// A personal key whose owner was removed from the org.
+    pub owner_removed: bool,
+    /// May use any workspace of its org.
+    pub org_key: bool,
+    /// The workspaces of a workspace key (empty for an org key).
+    pub workspaces: Box<[Box<str>]>,
+}
+
+impl KeyFacts {
+    pub fn of(l: &Lookup) -> Self {
+        let k = &l.key;
+        let org_key = k.is_org_key();
+        KeyFacts {
+            id: k.id.as_str().into(),
+            state: k.state,
+            expires_at: k.expires_at,
+            key_type: k.key_type,
+            owner_removed: l.owner.as_ref().is_some_and(|u| u.removed),
+            org_key,
+            workspaces: if org_key {
+                Box::default()
+            } else {
+                k.workspaces.iter().map(|w| w.as_str().into()).collect()
+            },
+        }
+    }
+
+    pub fn is_expired_at(&self, now_ms: i64) -> bool {
+        self.expires_at.is_some_and(|t| now_ms >= t)
+    }
 }
 
 impl CachedKey {
@@ -138,7 +180,7 @@ impl KeyCache {
                 if let Some(k) = e.key {
                     let used = k.last_used.load(Ordering::Relaxed);
                     if used > k.flushed.load(Ordering::Relaxed) {
-                        lock(&sink).push((k.lookup.key.id.clone(), used));
+                        lock(&sink).push((k.facts.id.to_string(), used));
                     }
                 }
             })
@@ -301,7 +343,7 @@ impl KeyCache {
                 let used = k.last_used.load(Ordering::Relaxed);
                 if used > k.flushed.load(Ordering::Relaxed) {
                     k.flushed.store(used, Ordering::Relaxed);
-                    out.push((k.lookup.key.id.clone(), used));
+                    out.push((k.facts.id.to_string(), used));
                 }
             }
         }
@@ -405,9 +447,10 @@ impl KeyCache {
 }
 
 impl CachedKey {
+    /// The cached form of `lookup` (which is dropped: only its facts stay).
     pub fn new(lookup: Lookup, identity: crate::auth::Identity) -> Self {
         CachedKey {
-            lookup,
+            facts: KeyFacts::of(&lookup),
             identity,
             last_used: AtomicI64::new(0),
             flushed: AtomicI64::new(0),
