@@ -1,13 +1,17 @@
-//! Micro-benchmarks of the auth step: the format check, sha256, and the whole verdict on
-//! a cache hit (credential extraction -> check -> hash -> cache -> state/expiry ->
-//! permissions -> workspace). Setup (store, key, warm cache) stays out of the timed part.
+//! Micro-benchmarks of the request path: the format check, sha256, the whole verdict on a
+//! cache hit (credential extraction -> check -> hash -> cache -> state/expiry ->
+//! permissions -> workspace) and on a negative-cache hit, route matching among 1,000
+//! routes, and the header rewrite for the upstream. Setup (store, key, warm cache, routes)
+//! stays out of the timed part.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, HeaderValue};
-use keygate::auth::{extract_credential, Authenticator};
+use keygate::auth::{extract_credential, Authenticator, IdentityNames, Principal};
 use keygate::cache::{CacheSettings, CachedKey, KeyCache};
 use keygate::config::Config;
 use keygate::key::{KeyFormat, KeyHash};
+use keygate::proxy::headers;
+use keygate::route::{normalize_path, Router};
 use keygate::service::{KeyService, NewKey};
 use keygate::store::now_ms;
 use std::hint::black_box;
@@ -132,5 +136,105 @@ fn benches(c: &mut Criterion) {
     });
 }
 
-criterion_group!(auth, benches);
+/// 1,000 routes: 100 services with 10 resources each, a host on every tenth service and
+/// methods on every other route, so matching does what a large real table makes it do.
+fn many_routes() -> Config {
+    let mut yaml =
+        String::from("upstreams: { api: { targets: [\"http://127.0.0.1:9\"] } }\nroutes:\n");
+    for svc in 0..100 {
+        for res in 0..10 {
+            let host = if svc % 10 == 0 {
+                format!(", host: svc{svc}.example.com")
+            } else {
+                String::new()
+            };
+            let methods = if res % 2 == 0 {
+                ", methods: [GET, POST]"
+            } else {
+                ""
+            };
+            yaml.push_str(&format!(
+                "  - {{ path: /v1/svc{svc}/res{res}, upstream: api{host}{methods} }}\n"
+            ));
+        }
+    }
+    Config::from_yaml(&yaml, &|_| None).expect("route config")
+}
+
+fn routing(c: &mut Criterion) {
+    let config = many_routes();
+    let router = Router::new(&config);
+    let get = http::Method::GET;
+    // Matches late in any scan order, and a path that matches nothing.
+    let path = "/v1/svc57/res9/items/42";
+    assert!(router.find(None, &get, path).is_some());
+    c.bench_function("route_match_1000_routes", |b| {
+        b.iter(|| {
+            let p = normalize_path(black_box(path)).expect("path");
+            black_box(router.find(None, &get, &p).map(|(i, _)| i))
+        })
+    });
+    c.bench_function("route_miss_1000_routes", |b| {
+        b.iter(|| {
+            black_box(
+                router
+                    .find(None, &get, black_box("/v2/nothing/here"))
+                    .is_none(),
+            )
+        })
+    });
+}
+
+/// The upstream request's headers from a typical client request: hop-by-hop removal,
+/// spoofed identity removal, credential removal, identity added, X-Forwarded-*, request id.
+fn header_rewrite(c: &mut Criterion, s: &Setup, rt: &tokio::runtime::Runtime) {
+    let key = rt
+        .block_on(s.auth.authenticate(&s.secret, now_ms()))
+        .expect("admitted");
+    let principal = Principal {
+        key,
+        workspace: None,
+    };
+    let names = IdentityNames::new("x-keygate-");
+    let mut template = s.headers.clone();
+    for (k, v) in [
+        ("host", "api.example.com"),
+        ("user-agent", "curl/8.5.0"),
+        ("accept", "*/*"),
+        ("connection", "keep-alive"),
+        ("content-type", "application/json"),
+        ("x-forwarded-for", "10.0.0.1"),
+    ] {
+        template.insert(k, HeaderValue::from_static(v));
+    }
+    let peer: std::net::IpAddr = [127, 0, 0, 1].into();
+    c.bench_function("header_rewrite", |b| {
+        b.iter_batched_ref(
+            || template.clone(),
+            |h| {
+                let host = h.get(http::header::HOST).cloned();
+                let id = headers::request_id(h);
+                headers::remove_hop_by_hop(h);
+                headers::strip_identity(h, &names);
+                h.remove(http::header::AUTHORIZATION);
+                headers::add_identity(h, &names, &principal);
+                headers::set_forwarded(h, peer, false, host);
+                h.insert(headers::X_REQUEST_ID, id);
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+}
+
+fn proxy_benches(c: &mut Criterion) {
+    routing(c);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let s = setup(&rt);
+    header_rewrite(c, &s, &rt);
+}
+
+criterion_group!(auth, benches, proxy_benches);
 criterion_main!(auth);
