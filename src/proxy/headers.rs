@@ -32,7 +32,12 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 ];
 
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
+/// One pass over the names present: most messages carry none, and then nothing is looked
+/// up or removed.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(|n| HOP_BY_HOP.contains(n)) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let listed: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -99,7 +104,7 @@ pub fn set_forwarded(
         xff.push_str(prev);
         xff.push_str(", ");
     }
-    let _ = write!(xff, "{client}");
+    push_ip(&mut xff, client);
     if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(xff)) {
         headers.insert(X_FORWARDED_FOR, v);
     }
@@ -111,6 +116,29 @@ pub fn set_forwarded(
         Some(h) => headers.insert(X_FORWARDED_HOST, h),
         None => headers.remove(X_FORWARDED_HOST),
     };
+}
+
+/// Appends `ip` as text; IPv4 without the formatting machinery (this runs per request).
+fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+        }
+        IpAddr::V6(_) => {
+            let _ = write!(out, "{ip}");
+        }
+    }
 }
 
 /// A request id unique to this process run: a random prefix and a counter. No syscall
@@ -187,6 +215,35 @@ mod tests {
             Some(&b"api.example"[..])
         );
         assert!(h.get(header::FORWARDED).is_none() && h.get(X_REAL_IP).is_none());
+    }
+
+    #[test]
+    fn ip_text() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.100.255",
+            "192.168.1.9",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let mut s = String::new();
+            push_ip(&mut s, ip.parse().expect("ip"));
+            assert_eq!(s, ip);
+        }
+    }
+
+    #[test]
+    fn no_hop_by_hop_leaves_the_map_alone() {
+        let mut h = HeaderMap::new();
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2);
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2);
+        assert!(!h.contains_key(header::UPGRADE));
     }
 
     #[test]
