@@ -12,6 +12,7 @@ use crate::cache::{CacheSettings, CachedKey, KeyCache};
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::metrics::{Metrics, RouteCounters};
+use crate::proxy::pool::PooledBody;
 use crate::proxy::Upstream;
 use crate::proxy::{headers, upgrade};
 use crate::route::{normalize_path, Router};
@@ -29,7 +30,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// What the gateway answers with: the upstream's body streamed, or a small JSON refusal.
-pub type Body = Either<Incoming, Full<Bytes>>;
+pub type Body = Either<PooledBody, Full<Bytes>>;
 
 /// Per-request state, carried through the stages and into the log line.
 struct RequestCtx {
@@ -230,7 +231,7 @@ impl Gateway {
         peer: SocketAddr,
         routing: &Routing,
         ctx: &mut RequestCtx,
-    ) -> Result<Response<Incoming>, GatewayError> {
+    ) -> Result<Response<PooledBody>, GatewayError> {
         // Parts, so the path can be borrowed from the URI while headers are rewritten.
         let (mut parts, body) = req.into_parts();
         let uri = &parts.uri;

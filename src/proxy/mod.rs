@@ -1,21 +1,21 @@
-//! Forwarding to upstreams: one pooled keep-alive client per upstream (plain HTTP or
-//! HTTPS with rustls), round-robin over its targets, a deadline on the response head.
+//! Forwarding to upstreams: keep-alive connections pooled per target (`pool.rs`; plain
+//! HTTP or HTTPS with rustls), round-robin over the targets, a deadline on the response
+//! head.
 //! Bodies are never buffered: the client's body streams up, the upstream's streams back.
 
 pub mod headers;
+pub mod pool;
 pub mod upgrade;
 
 use crate::config::UpstreamConfig;
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use pool::{PoolError, PooledBody, Target};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+use tokio_rustls::TlsConnector;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -23,7 +23,7 @@ pub enum ProxyError {
     Unavailable {
         upstream: String,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: PoolError,
     },
     #[error("upstream {upstream} did not answer within {timeout:?}")]
     Timeout { upstream: String, timeout: Duration },
@@ -39,55 +39,50 @@ impl ProxyError {
     }
 }
 
-#[derive(Debug, Clone)]
-struct Target {
-    scheme: Scheme,
-    authority: Authority,
+/// TLS to upstreams: rustls with the ring provider and the webpki roots, HTTP/1.1. Made
+/// once per process.
+fn tls_connector() -> TlsConnector {
+    static CONNECTOR: OnceLock<TlsConnector> = OnceLock::new();
+    CONNECTOR
+        .get_or_init(|| {
+            use hyper_rustls::ConfigBuilderExt;
+            let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+            let mut cfg = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default protocol versions")
+                .with_webpki_roots()
+                .with_no_client_auth();
+            cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+            TlsConnector::from(Arc::new(cfg))
+        })
+        .clone()
 }
 
 pub struct Upstream {
     pub name: String,
-    targets: Vec<Target>,
+    targets: Vec<Arc<Target>>,
     next: AtomicUsize,
     timeout: Duration,
-    client: Client<Connector, Incoming>,
 }
 
 impl Upstream {
     pub fn new(cfg: &UpstreamConfig) -> Self {
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(cfg.connect_timeout));
-        http.set_nodelay(true);
-        http.enforce_http(false);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .build(https);
+        let tls = tls_connector();
         let targets = cfg
             .targets
             .iter()
-            .filter_map(|u| {
-                Some(Target {
-                    scheme: u.scheme()?.clone(),
-                    authority: u.authority()?.clone(),
-                })
-            })
+            .filter_map(|u| Target::new(u.scheme()?, u.authority()?, &tls, cfg.connect_timeout))
+            .map(Arc::new)
             .collect();
         Upstream {
             name: cfg.name.clone(),
             targets,
             next: AtomicUsize::new(0),
             timeout: cfg.timeout,
-            client,
         }
     }
 
-    fn pick(&self) -> &Target {
+    fn pick(&self) -> &Arc<Target> {
         let i = self.next.fetch_add(1, Ordering::Relaxed);
         &self.targets[i % self.targets.len()]
     }
@@ -97,19 +92,15 @@ impl Upstream {
         &self,
         mut req: Request<Incoming>,
         path: PathAndQuery,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<Response<PooledBody>, ProxyError> {
         let t = self.pick();
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(t.scheme.clone());
-        parts.authority = Some(t.authority.clone());
-        parts.path_and_query = Some(path);
-        *req.uri_mut() = Uri::from_parts(parts).expect("scheme, authority and path are all set");
+        // Origin form (`/path?query`), as HTTP/1.1 sends to an origin server.
+        *req.uri_mut() = Uri::from(path);
         // Upstreams are spoken to in HTTP/1.1 whatever the client used.
         *req.version_mut() = Version::HTTP_11;
-        // The client sets Host from the target: upstreams see their own name, the
-        // original is in X-Forwarded-Host.
-        req.headers_mut().remove(http::header::HOST);
-        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+        // Upstreams see their own name; the client's is in X-Forwarded-Host.
+        req.headers_mut().insert(http::header::HOST, t.host.clone());
+        match tokio::time::timeout(self.timeout, t.send(req)).await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(source)) => Err(ProxyError::Unavailable {
                 upstream: self.name.clone(),

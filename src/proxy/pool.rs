@@ -1,0 +1,260 @@
+//! Keep-alive connections to one upstream target, on hyper's HTTP/1 client connections.
+//!
+//! Idle connections wait on a stack (the last one back is the first one out, so under light
+//! load few stay warm). A request takes one, or opens a new one when none is idle; the
+//! response body puts it back once the upstream has sent the whole body, so a connection
+//! is never shared by two requests at once. A request that a pooled connection could not
+//! even start sending (the upstream closed it meanwhile) is sent again on another one.
+//!
+//! Why not hyper-util's pooled client: it keys its pool by scheme and authority, hashed
+//! byte by byte with SipHash several times per request, and moves a large future on every
+//! request; on our profile that was about a tenth of the instructions of a proxied request
+//! (`benches/instructions`). A target knows its own connections, so no lookup is needed.
+
+use bytes::Bytes;
+use http::uri::{Authority, Scheme};
+use http::{HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::body::{Body, Frame, SizeHint};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::TlsConnector;
+
+/// An idle connection older than this is closed instead of reused.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// At most this many idle connections per target; more are closed when they come back.
+const MAX_IDLE: usize = 1024;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("cannot connect to {target}: {source}")]
+    Connect {
+        target: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("connecting to {target} took longer than {timeout:?}")]
+    ConnectTimeout { target: String, timeout: Duration },
+    #[error("request to {target} failed: {source}")]
+    Send {
+        target: String,
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+struct Idle {
+    tx: SendRequest<Incoming>,
+    since: Instant,
+}
+
+/// The connections of one target (`http://host:port` or `https://…`).
+pub struct Target {
+    /// `host:port` to connect to.
+    addr: String,
+    /// The `Host` the upstream is sent (its own name; the client's is in X-Forwarded-Host).
+    pub host: HeaderValue,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    connect_timeout: Duration,
+    idle: Mutex<Vec<Idle>>,
+}
+
+impl Target {
+    /// `None` when the authority cannot name a host to connect to (config validation
+    /// refuses such targets before this).
+    pub fn new(
+        scheme: &Scheme,
+        authority: &Authority,
+        tls: &TlsConnector,
+        connect_timeout: Duration,
+    ) -> Option<Target> {
+        let https = scheme == &Scheme::HTTPS;
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let host = authority.host();
+        let tls = if https {
+            let bare = host.trim_start_matches('[').trim_end_matches(']');
+            let name = ServerName::try_from(bare.to_owned()).ok()?;
+            Some((tls.clone(), name))
+        } else {
+            None
+        };
+        Some(Target {
+            addr: format!("{host}:{port}"),
+            host: HeaderValue::from_str(authority.as_str()).ok()?,
+            tls,
+            connect_timeout,
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        // A plain list: a panic elsewhere cannot leave it half-changed.
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn take_idle(&self) -> Option<SendRequest<Incoming>> {
+        let mut idle = self.lock();
+        while let Some(c) = idle.pop() {
+            if !c.tx.is_closed() && c.since.elapsed() < IDLE_TIMEOUT {
+                return Some(c.tx);
+            }
+        }
+        None
+    }
+
+    fn put_back(&self, tx: SendRequest<Incoming>) {
+        if tx.is_closed() {
+            return;
+        }
+        let mut idle = self.lock();
+        if idle.len() < MAX_IDLE {
+            idle.push(Idle {
+                tx,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Incoming>, PoolError> {
+        let connect_err = |source: BoxError| PoolError::Connect {
+            target: self.addr.clone(),
+            source,
+        };
+        let timeout = || PoolError::ConnectTimeout {
+            target: self.addr.clone(),
+            timeout: self.connect_timeout,
+        };
+        let deadline = tokio::time::Instant::now() + self.connect_timeout;
+        let tcp = tokio::time::timeout_at(deadline, TcpStream::connect(&self.addr))
+            .await
+            .map_err(|_| timeout())?
+            .map_err(|e| connect_err(e.into()))?;
+        let _ = tcp.set_nodelay(true);
+        let io: Box<dyn Io> = match &self.tls {
+            None => Box::new(tcp),
+            Some((connector, name)) => Box::new(
+                tokio::time::timeout_at(deadline, connector.connect(name.clone(), tcp))
+                    .await
+                    .map_err(|_| timeout())?
+                    .map_err(|e| connect_err(e.into()))?,
+            ),
+        };
+        let (tx, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| connect_err(e.into()))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(tx)
+    }
+
+    /// Sends `req` (origin-form URI, headers final) and returns the response head; its
+    /// body hands the connection back when it ends.
+    pub async fn send(
+        self: &Arc<Self>,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<PooledBody>, PoolError> {
+        loop {
+            let (mut tx, reused) = match self.take_idle() {
+                Some(tx) => (tx, true),
+                None => (self.connect().await?, false),
+            };
+            // A pooled connection that closed while idle: take another. (A new one that
+            // is not ready has failed; its error comes from the send below.)
+            if tx.ready().await.is_err() && reused {
+                continue;
+            }
+            match tx.try_send_request(req).await {
+                Ok(resp) => {
+                    let reusable = resp.status() != StatusCode::SWITCHING_PROTOCOLS;
+                    let (parts, incoming) = resp.into_parts();
+                    let mut body = PooledBody {
+                        body: incoming,
+                        back: Some((tx, Arc::clone(self))),
+                        reusable,
+                    };
+                    if body.body.is_end_stream() {
+                        // No body to wait for (HEAD, 204, 304, empty): free at once.
+                        body.give_back();
+                    }
+                    return Ok(Response::from_parts(parts, body));
+                }
+                Err(mut e) => match e.take_message() {
+                    // Not sent at all: safe to send on another connection. A new
+                    // connection that fails this way is not retried (no loop).
+                    Some(r) if reused => req = r,
+                    _ => {
+                        return Err(PoolError::Send {
+                            target: self.addr.clone(),
+                            source: e.into_error(),
+                        })
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// The upstream's response body; gives its connection back to the pool at the end.
+pub struct PooledBody {
+    body: Incoming,
+    /// The connection (kept alive while the body streams) and where it goes back.
+    back: Option<(SendRequest<Incoming>, Arc<Target>)>,
+    /// False after a protocol switch: the connection belongs to the upgrade.
+    reusable: bool,
+}
+
+impl PooledBody {
+    fn give_back(&mut self) {
+        if let Some((tx, target)) = self.back.take() {
+            if self.reusable {
+                target.put_back(tx);
+            }
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => this.give_back(),
+            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.give_back(),
+            // A broken body leaves the connection in an unknown state: never reused.
+            Poll::Ready(Some(Err(_))) => this.back = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}

@@ -1,0 +1,136 @@
+//! Keep-alive to upstreams (`src/proxy/pool.rs`): one connection serves request after
+//! request, and an upstream that drops its idle connections costs no failed request.
+//! The upstream here is a raw TCP server that counts the connections it accepts.
+
+mod support;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Answers every request with `200 ok` (content-length 2); with `close_each`, closes the
+/// connection after each answer without saying so (as an upstream dropping idle
+/// keep-alive connections does). Returns its address and its count of connections.
+async fn raw_upstream(close_each: bool) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    // One request head (GETs: no body).
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tcp.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let end = buf
+                        .windows(4)
+                        .position(|w| w == b"\r\n\r\n")
+                        .expect("a head");
+                    buf.drain(..end + 4);
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if tcp.write_all(answer).await.is_err() {
+                        return;
+                    }
+                    if close_each {
+                        let _ = tcp.shutdown().await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+async fn gateway_in_front_of(upstream: std::net::SocketAddr) -> TestGateway {
+    TestGateway::start_with(move |yaml| {
+        yaml.lines()
+            .map(|l| {
+                if l.trim_start().starts_with("api:") {
+                    format!("  api: {{ targets: [\"http://{upstream}\"], connect_timeout: 1s, timeout: 2s }}")
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_upstream_connection_serves_request_after_request() {
+    let (upstream, accepted) = raw_upstream(false).await;
+    let gw = gateway_in_front_of(upstream).await;
+    let (_, key) = gw.create_key(&["--org", "acme", "--role", "viewer"]);
+    for i in 0..20 {
+        let r = get(&gw.url("/v1/models"), &[("authorization", &bearer(&key))]).await;
+        assert_eq!(r.status, 200, "request {i}");
+        assert_eq!(&r.body[..], b"ok");
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "sequential requests reuse the pooled connection"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_drops_idle_connections_costs_no_failed_request() {
+    let (upstream, accepted) = raw_upstream(true).await;
+    let gw = gateway_in_front_of(upstream).await;
+    let (_, key) = gw.create_key(&["--org", "acme", "--role", "viewer"]);
+    for i in 0..20 {
+        let r = get(&gw.url("/v1/models"), &[("authorization", &bearer(&key))]).await;
+        assert_eq!(
+            r.status,
+            200,
+            "request {i}: {:?}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        20,
+        "one connection per request"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_each_get_a_connection_and_all_come_back() {
+    let (upstream, accepted) = raw_upstream(false).await;
+    let gw = Arc::new(gateway_in_front_of(upstream).await);
+    let (_, key) = gw.create_key(&["--org", "acme", "--role", "viewer"]);
+    for _round in 0..3 {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let (gw, key) = (gw.clone(), key.clone());
+            tasks.spawn(async move {
+                get(&gw.url("/v1/models"), &[("authorization", &bearer(&key))])
+                    .await
+                    .status
+            });
+        }
+        while let Some(status) = tasks.join_next().await {
+            assert_eq!(status.expect("task"), 200);
+        }
+    }
+    // Never more connections than requests in flight at once, so later rounds reused
+    // what earlier rounds opened.
+    let n = accepted.load(Ordering::SeqCst);
+    assert!(
+        (1..=8).contains(&n),
+        "{n} connections for 8 concurrent requests"
+    );
+}
