@@ -228,7 +228,9 @@ impl KeyCache {
             }
         }
         self.metrics.cache_misses.inc();
-        self.refresh(*hash).await
+        // Boxed: the miss path's future is large, and inline it would be moved with every
+        // request's future, hit or miss.
+        Box::pin(self.refresh(*hash)).await
     }
 
     async fn refresh(&self, hash: KeyHash) -> Result<Option<Arc<CachedKey>>, LookupError> {

@@ -173,7 +173,9 @@ impl Target {
         loop {
             let (mut tx, reused) = match self.take_idle() {
                 Some(tx) => (tx, true),
-                None => (self.connect().await?, false),
+                // Boxed: connecting is rare, and inline its future would make every
+                // request's future (moved several times per request) much larger.
+                None => (Box::pin(self.connect()).await?, false),
             };
             // A pooled connection that closed while idle: take another. (A new one that
             // is not ready has failed; its error comes from the send below.)
