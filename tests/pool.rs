@@ -133,4 +133,79 @@ async fn concurrent_requests_each_get_a_connection_and_all_come_back() {
         (1..=8).contains(&n),
         "{n} connections for 8 concurrent requests"
     );
+    match Arc::try_unwrap(gw) {
+        Ok(gw) => gw.stop().await,
+        Err(_) => panic!("every task has finished"),
+    }
+}
+
+/// An upstream that answers `200 ok` as soon as it has a request head and then reads
+/// (and drops) whatever else comes on that connection: it answers an upload before the
+/// upload is over, as many servers do for errors.
+async fn early_answering_upstream() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                if tcp.write_all(answer).await.is_err() {
+                    return;
+                }
+                while let Ok(n) = tcp.read(&mut chunk).await {
+                    if n == 0 {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_waits_behind_an_upload_the_upstream_already_answered() {
+    use http_body_util::BodyExt;
+    let upstream = early_answering_upstream().await;
+    let gw = gateway_in_front_of(upstream).await;
+    let (_, key) = gw.create_key(&["--org", "acme", "--role", "viewer"]);
+
+    // An upload that sends one chunk and then stalls (its sender stays alive).
+    let tcp = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    let (mut client, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("handshake");
+    tokio::spawn(conn);
+    let (body_tx, body_rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(1);
+    body_tx
+        .send(bytes::Bytes::from_static(b"first part"))
+        .await
+        .expect("first chunk");
+    let req = http::Request::post("/v1/upload")
+        .header("host", "gateway")
+        .header("authorization", bearer(&key))
+        .body(ChannelBody(body_rx))
+        .expect("request");
+    let resp = client.send_request(req).await.expect("upload answered");
+    assert_eq!(resp.status(), 200);
+    let got = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(&got[..], b"ok");
+
+    // The upstream connection still carries the stalled upload: the next request must
+    // not wait behind it (it would get a 504 after the upstream timeout of 2 s).
+    let r = get(&gw.url("/v1/models"), &[("authorization", &bearer(&key))]).await;
+    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+    drop(body_tx);
+    gw.stop().await;
 }

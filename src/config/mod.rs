@@ -525,15 +525,19 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             match t.parse::<http::Uri>() {
                 Ok(uri)
                     if matches!(uri.scheme_str(), Some("http" | "https"))
-                        && uri.authority().is_some()
+                        && uri.authority().is_some_and(|a| !a.as_str().contains('@'))
                         && matches!(uri.path(), "" | "/")
-                        && uri.query().is_none() =>
+                        && uri.query().is_none()
+                        && (uri.scheme_str() != Some("https") || tls_name_ok(&uri)) =>
                 {
                     targets.push(uri)
                 }
                 _ => e.push(
                     format!("{field}.targets[{i}]"),
-                    format!("`{t}` must be http://host:port or https://host:port, with no path"),
+                    format!(
+                        "`{t}` must be http://host:port or https://host:port, with no path \
+                         and no user:password@ (an https host must be a DNS name or an IP)"
+                    ),
                 ),
             }
         }
@@ -722,3 +726,10 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
 
 #[cfg(test)]
 mod tests;
+
+/// Whether an https target's host can name the server for TLS (a DNS name or an IP).
+fn tls_name_ok(uri: &http::Uri) -> bool {
+    let host = uri.host().unwrap_or("");
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    tokio_rustls::rustls::pki_types::ServerName::try_from(bare.to_owned()).is_ok()
+}

@@ -162,6 +162,10 @@ fn bad_durations_name_their_field() {
     assert!(e.contains("30x"), "{e}");
     one_error("cache: { negative_ttl: 1.5s }", "cache.negative_ttl");
     one_error("cache: { ttl: 0s }", "cache.ttl");
+    one_error(
+        "upstreams: { api: { targets: [\"http://u:p@127.0.0.1:9\"] } }",
+        "upstreams.api.targets[0]",
+    );
     one_error("cache: { ttl: 2d }", "cache.ttl");
     one_error("keys: { last_used_flush: 1h30m }", "keys.last_used_flush");
     let e = one_error(

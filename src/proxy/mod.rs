@@ -71,7 +71,15 @@ impl Upstream {
         let targets = cfg
             .targets
             .iter()
-            .filter_map(|u| Target::new(u.scheme()?, u.authority()?, &tls, cfg.connect_timeout))
+            .filter_map(|u| {
+                let t = Target::new(u.scheme()?, u.authority()?, &tls, cfg.connect_timeout);
+                if t.is_none() {
+                    // Config validation refuses such targets; this only guards the request
+                    // path from a target it could never reach.
+                    tracing::error!(upstream = %cfg.name, target = %u, "unusable upstream target left out");
+                }
+                t
+            })
             .map(Arc::new)
             .collect();
         Upstream {
@@ -82,9 +90,9 @@ impl Upstream {
         }
     }
 
-    fn pick(&self) -> &Arc<Target> {
+    fn pick(&self) -> Option<&Arc<Target>> {
         let i = self.next.fetch_add(1, Ordering::Relaxed);
-        &self.targets[i % self.targets.len()]
+        self.targets.get(i.checked_rem(self.targets.len())?)
     }
 
     /// Sends `req` (headers already rewritten) to the next target with `path`.
@@ -93,7 +101,12 @@ impl Upstream {
         mut req: Request<Incoming>,
         path: PathAndQuery,
     ) -> Result<Response<PooledBody>, ProxyError> {
-        let t = self.pick();
+        let Some(t) = self.pick() else {
+            return Err(ProxyError::Unavailable {
+                upstream: self.name.clone(),
+                source: PoolError::NoTarget,
+            });
+        };
         // Origin form (`/path?query`), as HTTP/1.1 sends to an origin server.
         *req.uri_mut() = Uri::from(path);
         // Upstreams are spoken to in HTTP/1.1 whatever the client used.

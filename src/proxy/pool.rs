@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 use hyper::body::{Body, Frame, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
@@ -32,6 +33,13 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// At most this many idle connections per target; more are closed when they come back.
 const MAX_IDLE: usize = 1024;
+
+/// A connection whose response ended while its request body was still being sent (the
+/// upstream answered early) goes back to the pool once the upload is done, if within this.
+const RETURN_WAIT: Duration = Duration::from_secs(30);
+
+/// Pooled connections tried for one request before a new one is opened.
+const STALE_TRIES: usize = 3;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -51,6 +59,8 @@ pub enum PoolError {
         #[source]
         source: hyper::Error,
     },
+    #[error("the upstream has no usable target")]
+    NoTarget,
 }
 
 trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -69,7 +79,8 @@ pub struct Target {
     pub host: HeaderValue,
     tls: Option<(TlsConnector, ServerName<'static>)>,
     connect_timeout: Duration,
-    idle: Mutex<Vec<Idle>>,
+    /// Oldest at the front; taken and returned at the back.
+    idle: Mutex<VecDeque<Idle>>,
 }
 
 impl Target {
@@ -84,6 +95,11 @@ impl Target {
         let https = scheme == &Scheme::HTTPS;
         let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
         let host = authority.host();
+        // Host and port only: never user info, should a URL carry some.
+        let host_header = match authority.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_owned(),
+        };
         let tls = if https {
             let bare = host.trim_start_matches('[').trim_end_matches(']');
             let name = ServerName::try_from(bare.to_owned()).ok()?;
@@ -93,22 +109,31 @@ impl Target {
         };
         Some(Target {
             addr: format!("{host}:{port}"),
-            host: HeaderValue::from_str(authority.as_str()).ok()?,
+            host: HeaderValue::from_str(&host_header).ok()?,
             tls,
             connect_timeout,
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new(VecDeque::new()),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+    /// The idle list, its connections past `IDLE_TIMEOUT` (the oldest, at the front)
+    /// closed first, so a burst's leftovers do not stay open once traffic resumes.
+    fn lock(&self, now: Instant) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
         // A plain list: a panic elsewhere cannot leave it half-changed.
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        while idle
+            .front()
+            .is_some_and(|c| now.duration_since(c.since) >= IDLE_TIMEOUT)
+        {
+            idle.pop_front();
+        }
+        idle
     }
 
     fn take_idle(&self) -> Option<SendRequest<Incoming>> {
-        let mut idle = self.lock();
-        while let Some(c) = idle.pop() {
-            if !c.tx.is_closed() && c.since.elapsed() < IDLE_TIMEOUT {
+        let mut idle = self.lock(Instant::now());
+        while let Some(c) = idle.pop_back() {
+            if !c.tx.is_closed() {
                 return Some(c.tx);
             }
         }
@@ -119,13 +144,26 @@ impl Target {
         if tx.is_closed() {
             return;
         }
-        let mut idle = self.lock();
+        let now = Instant::now();
+        let mut idle = self.lock(now);
         if idle.len() < MAX_IDLE {
-            idle.push(Idle {
-                tx,
-                since: Instant::now(),
-            });
+            idle.push_back(Idle { tx, since: now });
         }
+    }
+
+    /// Back to the pool when the connection can take a request; one still sending its
+    /// request body (the upstream answered before the upload ended) is returned by a task
+    /// when it is done, so no request ever waits behind someone else's upload.
+    fn give_back(self: Arc<Self>, mut tx: SendRequest<Incoming>) {
+        if tx.is_ready() {
+            self.put_back(tx);
+            return;
+        }
+        tokio::spawn(async move {
+            if let Ok(Ok(())) = tokio::time::timeout(RETURN_WAIT, tx.ready()).await {
+                self.put_back(tx);
+            }
+        });
     }
 
     async fn connect(&self) -> Result<SendRequest<Incoming>, PoolError> {
@@ -170,8 +208,14 @@ impl Target {
         self: &Arc<Self>,
         mut req: Request<Incoming>,
     ) -> Result<Response<PooledBody>, PoolError> {
+        let mut stale = 0;
         loop {
-            let (mut tx, reused) = match self.take_idle() {
+            let pooled = if stale < STALE_TRIES {
+                self.take_idle()
+            } else {
+                None
+            };
+            let (mut tx, reused) = match pooled {
                 Some(tx) => (tx, true),
                 // Boxed: connecting is rare, and inline its future would make every
                 // request's future (moved several times per request) much larger.
@@ -180,6 +224,7 @@ impl Target {
             // A pooled connection that closed while idle: take another. (A new one that
             // is not ready has failed; its error comes from the send below.)
             if tx.ready().await.is_err() && reused {
+                stale += 1;
                 continue;
             }
             match tx.try_send_request(req).await {
@@ -200,7 +245,10 @@ impl Target {
                 Err(mut e) => match e.take_message() {
                     // Not sent at all: safe to send on another connection. A new
                     // connection that fails this way is not retried (no loop).
-                    Some(r) if reused => req = r,
+                    Some(r) if reused => {
+                        stale += 1;
+                        req = r;
+                    }
                     _ => {
                         return Err(PoolError::Send {
                             target: self.addr.clone(),
@@ -226,7 +274,7 @@ impl PooledBody {
     fn give_back(&mut self) {
         if let Some((tx, target)) = self.back.take() {
             if self.reusable {
-                target.put_back(tx);
+                target.give_back(tx);
             }
         }
     }
@@ -244,7 +292,10 @@ impl Body for PooledBody {
         let polled = Pin::new(&mut this.body).poll_frame(cx);
         match &polled {
             Poll::Ready(None) => this.give_back(),
-            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.give_back(),
+            // Trailers are the last frame of a body that has them.
+            Poll::Ready(Some(Ok(f))) if f.is_trailers() || this.body.is_end_stream() => {
+                this.give_back()
+            }
             // A broken body leaves the connection in an unknown state: never reused.
             Poll::Ready(Some(Err(_))) => this.back = None,
             _ => {}
