@@ -35,8 +35,15 @@ async fn raw_upstream(close_each: bool) -> (std::net::SocketAddr, Arc<AtomicUsiz
                         .windows(4)
                         .position(|w| w == b"\r\n\r\n")
                         .expect("a head");
-                    buf.drain(..end + 4);
-                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    let head: Vec<u8> = buf.drain(..end + 4).collect();
+                    // HEAD: the length, no body; `/v1/empty`: 204; else 200 `ok`.
+                    let answer: &[u8] = if head.starts_with(b"HEAD ") {
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
+                    } else if head.windows(9).any(|w| w == b"/v1/empty") {
+                        b"HTTP/1.1 204 No Content\r\n\r\n"
+                    } else {
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                    };
                     if tcp.write_all(answer).await.is_err() {
                         return;
                     }
@@ -81,6 +88,31 @@ async fn one_upstream_connection_serves_request_after_request() {
         accepted.load(Ordering::SeqCst),
         1,
         "sequential requests reuse the pooled connection"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_without_a_body_free_their_connection_too() {
+    let (upstream, accepted) = raw_upstream(false).await;
+    let gw = gateway_in_front_of(upstream).await;
+    let (_, key) = gw.create_key(&["--org", "acme", "--role", "viewer"]);
+    for i in 0..5 {
+        let head = key_verdict(&gw, http::Method::HEAD, "/v1/models", &key).await;
+        assert_eq!(head.0, 200, "HEAD {i}");
+        let empty = key_verdict(&gw, http::Method::GET, "/v1/empty", &key).await;
+        assert_eq!(empty.0, 204, "204 {i}");
+        let r = get(&gw.url("/v1/models"), &[("authorization", &bearer(&key))]).await;
+        assert_eq!(
+            (r.status.as_u16(), &r.body[..]),
+            (200, &b"ok"[..]),
+            "GET {i}"
+        );
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "HEAD and 204 answers give their connection back at once"
     );
     gw.stop().await;
 }
