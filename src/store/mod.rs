@@ -4,6 +4,7 @@
 
 pub mod embedded;
 mod record;
+mod record_json;
 pub mod redis;
 
 pub use record::*;

@@ -1,14 +1,13 @@
-//! Rows to records and back. `KeyRecord` is not serde (its hash is bytes, and some fields
-//! are columns), so the JSON column has its own private shape here.
+//! Rows to records and back. The `record` column holds the JSON of `record_json`, the
+//! shape the Redis store keeps too.
 //!
 //! Anything read back that does not decode becomes `StoreError::Corrupt` naming the record,
 //! logged once here: a hand-edited or half-restored file must fail one request, not panic.
 
 use crate::key::KeyHash;
-use crate::store::{AuditEvent, KeyRecord, KeyState, KeyType, StoreError, UserRecord};
+use crate::store::record_json::{key_from_json, KeyFields};
+use crate::store::{AuditEvent, KeyRecord, StoreError, UserRecord};
 use rusqlite::Row;
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// The columns a key query selects (table alias `k`), in the order `key_from_row` reads
 /// them. A macro, not a const, so queries can be built with `concat!` at compile time.
@@ -27,49 +26,7 @@ macro_rules! user_columns {
 
 pub(super) use {key_columns, user_columns};
 
-/// The `record` JSON of a key: every attribute that is not a column of its own.
-#[derive(Serialize, Deserialize)]
-struct StoredKey {
-    name: String,
-    workspaces: Vec<String>,
-    key_type: KeyType,
-    roles: Vec<String>,
-    inherit: bool,
-    permissions: Vec<String>,
-    expires_at: Option<i64>,
-    #[serde(default)]
-    metadata: BTreeMap<String, String>,
-    rate_limit: Option<String>,
-    state: KeyState,
-    created_by: String,
-    revoked_at: Option<i64>,
-    rotated_to: Option<String>,
-}
-
-/// The `record` column of `key`.
-pub(super) fn key_json(key: &KeyRecord) -> String {
-    let stored = StoredKey {
-        name: key.name.clone(),
-        workspaces: key.workspaces.clone(),
-        key_type: key.key_type,
-        roles: key.roles.clone(),
-        inherit: key.inherit,
-        permissions: key.permissions.clone(),
-        expires_at: key.expires_at,
-        metadata: key.metadata.clone(),
-        rate_limit: key.rate_limit.clone(),
-        state: key.state,
-        created_by: key.created_by.clone(),
-        revoked_at: key.revoked_at,
-        rotated_to: key.rotated_to.clone(),
-    };
-    serde_json::to_string(&stored).expect("strings, lists, string maps and enums always serialize")
-}
-
-/// A list of names as a JSON column (user roles and permissions).
-pub(super) fn names_json(names: &[String]) -> String {
-    serde_json::to_string(names).expect("a list of strings always serializes")
-}
+pub(super) use crate::store::record_json::{key_json, names_json};
 
 pub(super) fn value_json(value: &serde_json::Value) -> String {
     serde_json::to_string(value).expect("a JSON value with string keys always serializes")
@@ -94,29 +51,17 @@ fn decode_key(row: &Row<'_>, at: usize, id: &str) -> Result<KeyRecord, String> {
     let created_at: i64 = row.get(at + 5).map_err(|e| format!("created_at: {e}"))?;
     let last_used_at: Option<i64> = row.get(at + 6).map_err(|e| format!("last_used_at: {e}"))?;
     let version: i64 = row.get(at + 7).map_err(|e| format!("version: {e}"))?;
-    let s: StoredKey = serde_json::from_str(&record).map_err(|e| format!("record: {e}"))?;
-    Ok(KeyRecord {
+    let version = u64::try_from(version).map_err(|_| format!("version {version}"))?;
+    let fields = KeyFields {
         id: id.to_owned(),
         hash,
-        name: s.name,
         org,
-        workspaces: s.workspaces,
-        key_type: s.key_type,
         owner,
-        roles: s.roles,
-        inherit: s.inherit,
-        permissions: s.permissions,
-        expires_at: s.expires_at,
-        metadata: s.metadata,
-        rate_limit: s.rate_limit,
-        state: s.state,
         created_at,
-        created_by: s.created_by,
         last_used_at,
-        revoked_at: s.revoked_at,
-        rotated_to: s.rotated_to,
-        version: u64::try_from(version).map_err(|_| format!("version {version}"))?,
-    })
+        version,
+    };
+    key_from_json(&record, fields)
 }
 
 /// The user in columns `at..at + 6` (see `user_columns!`).

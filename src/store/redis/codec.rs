@@ -1,35 +1,15 @@
 //! Redis hashes to records and back.
 //!
-//! A key's `record` field holds the same JSON shape as the embedded store's `record`
-//! column (the attributes that are not fields of their own), so records read the same in
-//! both stores. Anything read back that does not decode becomes `StoreError::Corrupt`
+//! A key's `record` field holds the JSON of `record_json`, the embedded store's `record`
+//! column shape, so records read the same in both stores. Anything read back that does not decode becomes `StoreError::Corrupt`
 //! naming the record, logged here: a hand-edited key must fail its own requests, never
 //! crash the gateway or poison other keys.
 
 use crate::key::KeyHash;
-use crate::store::{AuditEvent, KeyRecord, KeyState, KeyType, StoreError, UserRecord};
+use crate::store::record_json::{key_from_json, KeyFields};
+use crate::store::{AuditEvent, KeyRecord, StoreError, UserRecord};
 use ::redis::Value;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-
-/// The `record` field of a key hash (the embedded store's `record` column, same shape).
-#[derive(Serialize, Deserialize)]
-struct StoredKey {
-    name: String,
-    workspaces: Vec<String>,
-    key_type: KeyType,
-    roles: Vec<String>,
-    inherit: bool,
-    permissions: Vec<String>,
-    expires_at: Option<i64>,
-    #[serde(default)]
-    metadata: BTreeMap<String, String>,
-    rate_limit: Option<String>,
-    state: KeyState,
-    created_by: String,
-    revoked_at: Option<i64>,
-    rotated_to: Option<String>,
-}
 
 /// An audit event as stored: its id is the field it is stored under, not part of the JSON.
 #[derive(Serialize, Deserialize)]
@@ -41,28 +21,7 @@ struct StoredEvent {
     details: serde_json::Value,
 }
 
-pub(super) fn key_json(key: &KeyRecord) -> String {
-    let stored = StoredKey {
-        name: key.name.clone(),
-        workspaces: key.workspaces.clone(),
-        key_type: key.key_type,
-        roles: key.roles.clone(),
-        inherit: key.inherit,
-        permissions: key.permissions.clone(),
-        expires_at: key.expires_at,
-        metadata: key.metadata.clone(),
-        rate_limit: key.rate_limit.clone(),
-        state: key.state,
-        created_by: key.created_by.clone(),
-        revoked_at: key.revoked_at,
-        rotated_to: key.rotated_to.clone(),
-    };
-    serde_json::to_string(&stored).expect("strings, lists, string maps and enums always serialize")
-}
-
-pub(super) fn names_json(names: &[String]) -> String {
-    serde_json::to_string(names).expect("a list of strings always serializes")
-}
+pub(super) use crate::store::record_json::{key_json, names_json};
 
 pub(super) fn event_json(event: &AuditEvent) -> String {
     let stored = StoredEvent {
@@ -199,29 +158,16 @@ fn decode_key(id: &str, f: &Fields) -> Result<KeyRecord, String> {
     let version = f
         .int::<u64>("version")?
         .ok_or_else(|| "version: missing".to_owned())?;
-    let s: StoredKey = serde_json::from_str(record).map_err(|e| format!("record: {e}"))?;
-    Ok(KeyRecord {
+    let fields = KeyFields {
         id: id.to_owned(),
         hash,
-        name: s.name,
         org,
-        workspaces: s.workspaces,
-        key_type: s.key_type,
         owner,
-        roles: s.roles,
-        inherit: s.inherit,
-        permissions: s.permissions,
-        expires_at: s.expires_at,
-        metadata: s.metadata,
-        rate_limit: s.rate_limit,
-        state: s.state,
         created_at,
-        created_by: s.created_by,
         last_used_at,
-        revoked_at: s.revoked_at,
-        rotated_to: s.rotated_to,
         version,
-    })
+    };
+    key_from_json(record, fields)
 }
 
 /// The user `org`/`user` from its hash fields.

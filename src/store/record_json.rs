@@ -1,0 +1,90 @@
+//! The JSON both stores keep a key's remaining attributes in (the embedded store's
+//! `record` column, the Redis store's `record` hash field): one shape, defined once, so a
+//! record reads the same whichever store wrote it. `KeyRecord` is not serde itself (its
+//! hash is bytes, and some fields are stored beside the JSON), hence this private shape.
+
+use crate::key::KeyHash;
+use crate::store::{KeyRecord, KeyState, KeyType};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Serialize, Deserialize)]
+struct StoredKey {
+    name: String,
+    workspaces: Vec<String>,
+    key_type: KeyType,
+    roles: Vec<String>,
+    inherit: bool,
+    permissions: Vec<String>,
+    expires_at: Option<i64>,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+    rate_limit: Option<String>,
+    state: KeyState,
+    created_by: String,
+    revoked_at: Option<i64>,
+    rotated_to: Option<String>,
+}
+
+/// The attributes a store keeps beside the JSON (columns, hash fields).
+pub(crate) struct KeyFields {
+    pub id: String,
+    pub hash: KeyHash,
+    pub org: String,
+    pub owner: Option<String>,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub version: u64,
+}
+
+/// The JSON of `key`'s attributes that are not fields of their own.
+pub(crate) fn key_json(key: &KeyRecord) -> String {
+    let stored = StoredKey {
+        name: key.name.clone(),
+        workspaces: key.workspaces.clone(),
+        key_type: key.key_type,
+        roles: key.roles.clone(),
+        inherit: key.inherit,
+        permissions: key.permissions.clone(),
+        expires_at: key.expires_at,
+        metadata: key.metadata.clone(),
+        rate_limit: key.rate_limit.clone(),
+        state: key.state,
+        created_by: key.created_by.clone(),
+        revoked_at: key.revoked_at,
+        rotated_to: key.rotated_to.clone(),
+    };
+    serde_json::to_string(&stored).expect("strings, lists, string maps and enums always serialize")
+}
+
+/// The key from its JSON and its other fields; the error names what does not parse.
+pub(crate) fn key_from_json(record: &str, f: KeyFields) -> Result<KeyRecord, String> {
+    let s: StoredKey = serde_json::from_str(record).map_err(|e| format!("record: {e}"))?;
+    Ok(KeyRecord {
+        id: f.id,
+        hash: f.hash,
+        name: s.name,
+        org: f.org,
+        workspaces: s.workspaces,
+        key_type: s.key_type,
+        owner: f.owner,
+        roles: s.roles,
+        inherit: s.inherit,
+        permissions: s.permissions,
+        expires_at: s.expires_at,
+        metadata: s.metadata,
+        rate_limit: s.rate_limit,
+        state: s.state,
+        created_at: f.created_at,
+        created_by: s.created_by,
+        last_used_at: f.last_used_at,
+        revoked_at: s.revoked_at,
+        rotated_to: s.rotated_to,
+        version: f.version,
+    })
+}
+
+/// A list of names as JSON (user roles and permissions).
+pub(crate) fn names_json(names: &[String]) -> String {
+    serde_json::to_string(names).expect("a list of strings always serializes")
+}
