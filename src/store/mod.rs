@@ -3,6 +3,8 @@
 //! (for fleets) are interchangeable and the cache can wrap either.
 
 pub mod embedded;
+#[cfg(test)]
+mod fixtures;
 mod record;
 mod record_json;
 pub mod redis;

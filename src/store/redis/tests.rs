@@ -1,7 +1,8 @@
 //! Tests against real `redis-server` processes, each test with its own on a free port.
 
 use super::*;
-use crate::store::{KeyState, KeyType};
+use crate::store::fixtures::{event, key, personal, save, stored, user};
+use crate::store::KeyState;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -141,78 +142,6 @@ async fn raw_cmd<T: ::redis::FromRedisValue>(
 }
 
 // ---- records ---------------------------------------------------------------------------
-
-fn stored(k: &KeyRecord) -> KeyRecord {
-    KeyRecord {
-        version: 1,
-        ..k.clone()
-    }
-}
-
-fn key(id: &str, org: &str, workspaces: &[&str], created_at: i64) -> KeyRecord {
-    KeyRecord {
-        id: id.to_owned(),
-        hash: KeyHash::of(id.as_bytes()),
-        name: id.to_owned(),
-        org: org.to_owned(),
-        workspaces: workspaces.iter().map(|w| (*w).to_owned()).collect(),
-        key_type: KeyType::Service,
-        owner: None,
-        roles: vec!["viewer".to_owned()],
-        inherit: false,
-        permissions: vec!["models:read".to_owned()],
-        expires_at: None,
-        metadata: BTreeMap::new(),
-        rate_limit: None,
-        state: KeyState::Active,
-        created_at,
-        created_by: "cli".to_owned(),
-        last_used_at: None,
-        revoked_at: None,
-        rotated_to: None,
-        version: 0,
-    }
-}
-
-fn personal(id: &str, org: &str, owner: &str, created_at: i64) -> KeyRecord {
-    KeyRecord {
-        key_type: KeyType::Personal,
-        owner: Some(owner.to_owned()),
-        ..key(id, org, &["*"], created_at)
-    }
-}
-
-fn event(action: &str, key_id: Option<&str>) -> AuditEvent {
-    AuditEvent {
-        id: 0,
-        at: 1_700_000_000_000,
-        action: action.to_owned(),
-        key_id: key_id.map(str::to_owned),
-        actor: "cli".to_owned(),
-        details: serde_json::json!({ "note": action }),
-    }
-}
-
-fn user(org: &str, name: &str, removed: bool) -> UserRecord {
-    UserRecord {
-        org: org.to_owned(),
-        user: name.to_owned(),
-        removed,
-        roles: vec!["editor".to_owned()],
-        permissions: vec!["models:read".to_owned(), "models:write".to_owned()],
-        version: 0,
-    }
-}
-
-async fn save(store: &RedisStore, keys: &[KeyRecord]) {
-    store
-        .save_keys(
-            keys,
-            &[event("create", keys.first().map(|k| k.id.as_str()))],
-        )
-        .await
-        .expect("save keys");
-}
 
 fn ids(keys: &[KeyRecord]) -> Vec<&str> {
     keys.iter().map(|k| k.id.as_str()).collect()
@@ -963,7 +892,7 @@ async fn a_waiting_reader_wakes_on_a_change_and_lookups_do_not_wait_for_it() {
     let server = Server::start();
     let store = Arc::new(server.store());
     let a = key("key_a", "acme", &["*"], 1);
-    save(&store, std::slice::from_ref(&a)).await;
+    save(&*store, std::slice::from_ref(&a)).await;
     let cursor = store.change_cursor().await.expect("cursor");
 
     let reader = {
