@@ -16,80 +16,26 @@ use keygate::gateway::Gateway;
 use keygate::key::KeyFormat;
 use keygate::service::{KeyService, NewKey};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
 
-struct RedisServer {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
+/// The fleet tests' Redis harness: `redis-server` on a free port with its own temp dir.
+#[allow(dead_code)]
+#[path = "../tests/support/redis.rs"]
+mod redis_support;
+use redis_support::RedisServer;
 
-impl RedisServer {
-    fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (apt-get install -y redis-server)");
-        let server = RedisServer {
-            child,
-            port,
-            _dir: dir,
-        };
-        for _ in 0..200 {
-            if server.cli(&["PING"]).trim() == "PONG" {
-                return server;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("redis-server did not start on {port}");
-    }
-
-    fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Total calls of every command so far.
-    fn commands(&self) -> u64 {
-        self.cli(&["INFO", "commandstats"])
-            .lines()
-            .filter_map(|l| l.split("calls=").nth(1))
-            .filter_map(|r| r.split(',').next())
-            .filter_map(|n| n.parse::<u64>().ok())
-            .sum()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Total calls of every command so far (`INFO commandstats`).
+fn commands(redis: &RedisServer) -> u64 {
+    redis
+        .cli(&["INFO", "commandstats"])
+        .lines()
+        .filter_map(|l| l.split("calls=").nth(1))
+        .filter_map(|r| r.split(',').next())
+        .filter_map(|n| n.parse::<u64>().ok())
+        .sum()
 }
 
 async fn status(client: &HttpClient, gw: SocketAddr, key: &str) -> u16 {
@@ -153,7 +99,7 @@ async fn run() {
         r#"
 listen: 127.0.0.1:0
 admin: {{ listen: 127.0.0.1:0 }}
-store: {{ kind: redis, url: "redis://127.0.0.1:{port}/0" }}
+store: {{ kind: redis, url: "{url}" }}
 cache: {{ max_entries: 200000, ttl: 30s, negative_ttl: 5s, stale_if_error: 5m }}
 keys: {{ last_used_flush: 1s }}
 roles: {{ reader: [bench:read] }}
@@ -161,7 +107,7 @@ log: {{ level: warn }}
 upstreams: {{ echo: {{ targets: ["http://{upstream}"] }} }}
 routes: [ {{ path: /, upstream: echo }} ]
 "#,
-        port = redis.port
+        url = redis.url()
     );
     let config = Config::from_yaml(&yaml, &|_| None).expect("bench config");
     let mut gateways = Vec::new();
@@ -271,12 +217,12 @@ routes: [ {{ path: /, upstream: echo }} ]
         .expect("create");
     let live = Arc::new(vec![live.expose().to_owned()]);
     load(&client, addrs[0], live.clone(), 1_000, 16).await; // warm
-    let before = redis.commands();
+    let before = commands(&redis);
     let n = 50_000;
     let took = load(&client, addrs[0], live, n, 64).await;
     // Let the next `last_used_at` batch (every second here) land inside the window.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let after = redis.commands();
+    let after = commands(&redis);
     println!(
         "warm cache: {} Redis commands for {n} proxied requests = {:.4} per request ({:.0} req/s; \
          all 3 gateways' change-feed reads and gateway 0's last_used_at batches, flushed every \
