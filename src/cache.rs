@@ -70,7 +70,7 @@ impl KeyFacts {
     }
 
     pub fn is_expired_at(&self, now_ms: i64) -> bool {
-        self.expires_at.is_some_and(|t| now_ms >= t)
+        crate::store::expired_at(self.expires_at, now_ms)
     }
 }
 
@@ -252,7 +252,17 @@ impl KeyCache {
                 }
                 self.lookups.fetch_add(1, Ordering::Relaxed);
                 self.metrics.store_lookups.inc();
-                match self.store.lookup(&hash).await {
+                let looked = match self.store.lookup(&hash).await {
+                    Err(StoreError::Corrupt { key_id, reason }) => {
+                        // One bad record must not fail every request for its key with a
+                        // 503, nor stop the gateway: that key is unknown until it is fixed.
+                        self.metrics.store_errors.inc();
+                        tracing::error!(%key_id, %reason, "stored key record does not parse; answering as an unknown key");
+                        Ok(None)
+                    }
+                    other => other,
+                };
+                match looked {
                     Ok(found) => {
                         let prev = current.as_ref().and_then(|c| c.key.clone());
                         let key = found.map(|l| {
@@ -268,17 +278,6 @@ impl KeyCache {
                         });
                         Ok(Op::Put(Entry {
                             key,
-                            confirmed_at: now,
-                            retry_at: None,
-                        }))
-                    }
-                    Err(StoreError::Corrupt { key_id, reason }) => {
-                        // One bad record must not fail every request for its key with a
-                        // 503, nor stop the gateway: that key is unknown until it is fixed.
-                        self.metrics.store_errors.inc();
-                        tracing::error!(%key_id, %reason, "stored key record does not parse; answering as an unknown key");
-                        Ok(Op::Put(Entry {
-                            key: None,
                             confirmed_at: now,
                             retry_at: None,
                         }))

@@ -74,8 +74,14 @@ impl KeyRecord {
     }
 
     pub fn is_expired_at(&self, now_ms: i64) -> bool {
-        self.expires_at.is_some_and(|t| now_ms >= t)
+        expired_at(self.expires_at, now_ms)
     }
+}
+
+/// Whether a key with this expiry has expired at `now_ms`: the one rule, for stored
+/// records and cached facts alike.
+pub fn expired_at(expires_at: Option<i64>, now_ms: i64) -> bool {
+    expires_at.is_some_and(|t| now_ms >= t)
 }
 
 /// A user of an org as keygate knows it: whether removed, and the roles recorded by
