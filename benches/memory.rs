@@ -97,7 +97,11 @@ async fn scale(n: usize) -> Scale {
 async fn warm(s: &Scale) -> f64 {
     let before = rss_bytes();
     for h in &s.hashes {
-        let found = s.cache.get(h).await.expect("lookup");
+        let found = s
+            .cache
+            .get(h, keygate::store::now_ms())
+            .await
+            .expect("lookup");
         assert!(found.is_some(), "every key is in the store");
     }
     let cached = s.cache.entry_count().await;
@@ -110,7 +114,10 @@ async fn hits(cache: &KeyCache, hashes: &[KeyHash], rounds: usize) -> f64 {
     let lookups_before = cache.lookups();
     let started = Instant::now();
     for i in 0..rounds {
-        let found = cache.get(&hashes[i % hashes.len()]).await.expect("hit");
+        let found = cache
+            .get(&hashes[i % hashes.len()], keygate::store::now_ms())
+            .await
+            .expect("hit");
         std::hint::black_box(found);
     }
     let ns = started.elapsed().as_nanos() as f64 / rounds as f64;

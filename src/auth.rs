@@ -331,7 +331,7 @@ impl Authenticator {
             .map_err(AuthError::MalformedKey)?;
         let key = self
             .cache
-            .get(&hash)
+            .get(&hash, now_ms)
             .await
             .map_err(AuthError::StoreUnavailable)?
             .ok_or(AuthError::UnknownKey)?;

@@ -16,10 +16,9 @@ use crate::store::{KeyState, KeyStore, KeyType, Lookup, StoreError};
 use moka::future::Cache;
 use moka::notification::RemovalCause;
 use moka::ops::compute::{CompResult, Op};
-use moka::Expiry;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What the auth step needs to decide a verdict, plus the precomputed identity header
 /// values, so a cache hit copies nothing but an `Arc`. Only these facts are kept, not the
@@ -84,17 +83,22 @@ impl CachedKey {
 }
 
 /// One cached answer: the key (or `None`: unknown) and when the store last said so.
+///
+/// Times are unix ms from the clock the request already read for key expiry, so a cache
+/// hit reads no clock of its own. An answer "confirmed" in the future (the wall clock
+/// stepped back) counts as stale, so a clock step never stretches an answer past its TTL;
+/// it costs one refresh per key.
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub key: Option<Arc<CachedKey>>,
-    confirmed_at: Instant,
+    confirmed_ms: i64,
     /// After a failed refresh, the stale answer serves without asking the store again
     /// until then: a dead store costs one lookup per key per second, not one per request.
-    retry_at: Option<Instant>,
+    retry_ms: Option<i64>,
 }
 
-/// How long a failed refresh is not retried (stale answers keep serving meanwhile).
-const REFRESH_RETRY: Duration = Duration::from_secs(1);
+/// How long a failed refresh is not retried (stale answers keep serving meanwhile), ms.
+const REFRESH_RETRY_MS: i64 = 1_000;
 
 #[derive(Debug, thiserror::Error)]
 #[error("key store unavailable: {0}")]
@@ -108,41 +112,27 @@ pub struct CacheSettings {
     pub stale_if_error: Duration,
 }
 
-struct EntryExpiry(CacheSettings);
-
-impl EntryExpiry {
-    fn life(&self, v: &Entry) -> Duration {
-        match v.key {
-            // Kept past the TTL for stale_if_error; `get` treats it as stale after the TTL.
-            Some(_) => self.0.ttl.max(self.0.stale_if_error),
-            None => self.0.negative_ttl,
-        }
-    }
+/// `CacheSettings` in ms, the unit of `Entry`'s times.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    ttl: i64,
+    negative_ttl: i64,
+    stale_if_error: i64,
 }
 
-impl Expiry<KeyHash, Entry> for EntryExpiry {
-    fn expire_after_create(&self, _k: &KeyHash, v: &Entry, _at: Instant) -> Option<Duration> {
-        Some(self.life(v))
-    }
-
-    fn expire_after_update(
-        &self,
-        _k: &KeyHash,
-        v: &Entry,
-        _at: Instant,
-        _left: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(self.life(v))
-    }
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Builds the cached form of a store answer (the auth module knows the header values).
 pub type Builder = dyn Fn(Lookup) -> CachedKey + Send + Sync;
 
 pub struct KeyCache {
-    cache: Cache<KeyHash, Entry>,
+    /// Hashed with a keyed hash (`ahash`) of the sha256's first 8 bytes (see `KeyHash`'s
+    /// `Hash`): the key is already uniform, so SipHash over all 32 bytes bought nothing.
+    cache: Cache<KeyHash, Entry, ahash::RandomState>,
     store: Arc<dyn KeyStore>,
-    settings: CacheSettings,
+    limits: Limits,
     build: Box<Builder>,
     /// Bumped by every eviction; a lookup that saw it change does not cache its answer.
     epoch: AtomicU64,
@@ -167,9 +157,17 @@ impl KeyCache {
     ) -> Self {
         let orphaned: Arc<Mutex<Vec<(String, i64)>>> = Arc::default();
         let sink = orphaned.clone();
+        // One TTL for every entry, the longest an answer may serve (a known key is kept
+        // past `ttl` for `stale_if_error`): it only gives memory back. Whether an answer
+        // may serve is `is_fresh`'s call, so moka needs no per-entry expiry (its timer
+        // wheel costs memory per entry and clock conversions per read).
+        let keep = settings
+            .ttl
+            .max(settings.stale_if_error)
+            .max(settings.negative_ttl);
         let cache = Cache::builder()
             .max_capacity(settings.max_entries)
-            .expire_after(EntryExpiry(settings))
+            .time_to_live(keep)
             // An entry that leaves the cache (evicted by a change, by size or by age)
             // hands its unwritten use to the next flush. Not on `Replaced`: a refresh
             // carries the use over to the new entry itself.
@@ -184,11 +182,15 @@ impl KeyCache {
                     }
                 }
             })
-            .build();
+            .build_with_hasher(ahash::RandomState::new());
         KeyCache {
             cache,
             store,
-            settings,
+            limits: Limits {
+                ttl: ms(settings.ttl),
+                negative_ttl: ms(settings.negative_ttl),
+                stale_if_error: ms(settings.stale_if_error),
+            },
             build,
             epoch: AtomicU64::new(0),
             lookups: AtomicU64::new(0),
@@ -201,28 +203,31 @@ impl KeyCache {
         &self.store
     }
 
-    fn is_fresh(&self, e: &Entry, now: Instant) -> bool {
-        let age = now.duration_since(e.confirmed_at);
+    fn is_fresh(&self, e: &Entry, now_ms: i64) -> bool {
         let ttl = if e.key.is_some() {
-            self.settings.ttl
+            self.limits.ttl
         } else {
-            self.settings.negative_ttl
+            self.limits.negative_ttl
         };
-        age < ttl || (self.stale_usable(e, now) && e.retry_at.is_some_and(|t| now < t))
+        (0..ttl).contains(&(now_ms - e.confirmed_ms))
+            || (self.stale_usable(e, now_ms) && e.retry_ms.is_some_and(|t| now_ms < t))
     }
 
     /// A known key the store confirmed within `stale_if_error`.
-    fn stale_usable(&self, e: &Entry, now: Instant) -> bool {
-        e.key.is_some() && now.duration_since(e.confirmed_at) < self.settings.stale_if_error
+    fn stale_usable(&self, e: &Entry, now_ms: i64) -> bool {
+        e.key.is_some() && (0..self.limits.stale_if_error).contains(&(now_ms - e.confirmed_ms))
     }
 
-    /// The answer for a well-formed key's hash: cached when fresh, else from the store
-    /// (one lookup for all concurrent callers), else the stale answer while the store
-    /// fails and `stale_if_error` allows.
-    pub async fn get(&self, hash: &KeyHash) -> Result<Option<Arc<CachedKey>>, LookupError> {
-        let now = Instant::now();
+    /// The answer for a well-formed key's hash at `now_ms` (unix ms): cached when fresh,
+    /// else from the store (one lookup for all concurrent callers), else the stale answer
+    /// while the store fails and `stale_if_error` allows.
+    pub async fn get(
+        &self,
+        hash: &KeyHash,
+        now_ms: i64,
+    ) -> Result<Option<Arc<CachedKey>>, LookupError> {
         if let Some(e) = self.cache.get(hash).await {
-            if self.is_fresh(&e, now) {
+            if self.is_fresh(&e, now_ms) {
                 self.metrics.cache_hits.inc();
                 return Ok(e.key);
             }
@@ -242,7 +247,7 @@ impl KeyCache {
             .cache
             .entry(hash)
             .and_try_compute_with(|current| async move {
-                let now = Instant::now();
+                let now = crate::store::coarse_now_ms();
                 let current = current.map(|c| c.into_value());
                 if let Some(c) = &current {
                     if self.is_fresh(c, now) {
@@ -278,8 +283,8 @@ impl KeyCache {
                         });
                         Ok(Op::Put(Entry {
                             key,
-                            confirmed_at: now,
-                            retry_at: None,
+                            confirmed_ms: now,
+                            retry_ms: None,
                         }))
                     }
                     Err(err) => {
@@ -288,7 +293,7 @@ impl KeyCache {
                             Some(c) if self.stale_usable(&c, now) => {
                                 tracing::warn!(error = %err, "key store lookup failed; serving the cached answer (stale_if_error)");
                                 Ok(Op::Put(Entry {
-                                    retry_at: Some(now + REFRESH_RETRY),
+                                    retry_ms: Some(now + REFRESH_RETRY_MS),
                                     ..c
                                 }))
                             }

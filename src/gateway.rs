@@ -16,7 +16,7 @@ use crate::proxy::pool::PooledBody;
 use crate::proxy::Upstream;
 use crate::proxy::{headers, upgrade};
 use crate::route::{normalize_path, Router};
-use crate::store::{now_ms, KeyStore};
+use crate::store::{coarse_now_ms, KeyStore};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{HeaderValue, AUTHORIZATION, HOST};
@@ -331,7 +331,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<crate::auth::Principal, GatewayError> {
         let credential = extract_credential(hdrs, query, &self.auth.sources)?;
-        let key = self.auth.authenticate(&credential, now_ms()).await?;
+        let key = self.auth.authenticate(&credential, coarse_now_ms()).await?;
         ctx.key_id = Some(key.identity.key_id.clone());
         Ok(self.auth.authorize(key, route, hdrs, path)?)
     }

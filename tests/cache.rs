@@ -125,16 +125,19 @@ async fn stale_answers_serve_while_the_store_is_down_then_recover() {
     let ttl = Duration::from_millis(50);
     let (_dir, store, cache, secret) = setup(ttl, Duration::from_secs(60)).await;
     let known = KeyHash::of(secret.as_bytes());
-    assert!(cache.get(&known).await.expect("up").is_some());
+    assert!(cache.get(&known, now_ms()).await.expect("up").is_some());
     assert_eq!(cache.lookups(), 1);
 
     store.down.store(true, Ordering::SeqCst);
     tokio::time::sleep(ttl * 2).await; // past the TTL: the next get refreshes
-    let stale = cache.get(&known).await.expect("stale answer while down");
+    let stale = cache
+        .get(&known, now_ms())
+        .await
+        .expect("stale answer while down");
     assert!(stale.is_some());
     assert_eq!(cache.lookups(), 2, "one failed refresh");
     for _ in 0..50 {
-        assert!(cache.get(&known).await.expect("stale").is_some());
+        assert!(cache.get(&known, now_ms()).await.expect("stale").is_some());
     }
     assert_eq!(
         cache.lookups(),
@@ -144,12 +147,20 @@ async fn stale_answers_serve_while_the_store_is_down_then_recover() {
 
     // A key the store never confirmed: an error (503 store_unavailable at the gateway).
     let unknown = KeyHash::of(KeyFormat::new("kg").generate().expose().as_bytes());
-    assert!(cache.get(&unknown).await.is_err());
+    assert!(cache.get(&unknown, now_ms()).await.is_err());
 
     store.down.store(false, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(1100)).await; // past the retry pause
-    assert!(cache.get(&known).await.expect("recovered").is_some());
-    assert!(cache.get(&unknown).await.expect("recovered").is_none());
+    assert!(cache
+        .get(&known, now_ms())
+        .await
+        .expect("recovered")
+        .is_some());
+    assert!(cache
+        .get(&unknown, now_ms())
+        .await
+        .expect("recovered")
+        .is_none());
 }
 
 #[tokio::test]
@@ -158,11 +169,11 @@ async fn stale_answers_end_after_stale_if_error() {
     let stale = Duration::from_millis(100);
     let (_dir, store, cache, secret) = setup(ttl, stale).await;
     let known = KeyHash::of(secret.as_bytes());
-    assert!(cache.get(&known).await.expect("up").is_some());
+    assert!(cache.get(&known, now_ms()).await.expect("up").is_some());
     store.down.store(true, Ordering::SeqCst);
     tokio::time::sleep(stale * 2).await;
     assert!(
-        cache.get(&known).await.is_err(),
+        cache.get(&known, now_ms()).await.is_err(),
         "past stale_if_error the key is no longer vouched for"
     );
 }

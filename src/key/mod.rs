@@ -61,8 +61,18 @@ impl fmt::Display for ApiKey {
 }
 
 /// `sha256(key)`: the only form of a key that is stored or moves between components.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct KeyHash(pub [u8; 32]);
+
+/// Feeds a hasher the first 8 bytes only: a sha256 is already uniform, and equality still
+/// compares all 32. Maps keyed by it use a keyed hasher, so no one can aim keys at one
+/// bucket.
+impl std::hash::Hash for KeyHash {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let [a, b, c, d, e, f, g, h, ..] = self.0;
+        state.write_u64(u64::from_le_bytes([a, b, c, d, e, f, g, h]));
+    }
+}
 
 impl KeyHash {
     pub fn of(secret: &[u8]) -> Self {

@@ -126,6 +126,22 @@ pub fn is_ident(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || b"-_.:@".contains(&c))
 }
 
+/// Now, as unix milliseconds, for the request path (key expiry, cache freshness): on
+/// Linux the kernel's coarse clock (`CLOCK_REALTIME_COARSE`), read from the vDSO page
+/// without a TSC read, at a third of `now_ms`'s cost; it lags the precise clock by at most
+/// one tick (1-4 ms), far below any TTL or expiry a key has.
+#[cfg(target_os = "linux")]
+pub fn coarse_now_ms() -> i64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+    t.tv_sec.saturating_mul(1_000) + i64::from(t.tv_nsec / 1_000_000)
+}
+
+/// Elsewhere the precise clock.
+#[cfg(not(target_os = "linux"))]
+pub fn coarse_now_ms() -> i64 {
+    now_ms()
+}
+
 /// Now, as unix milliseconds.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
