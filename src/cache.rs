@@ -120,6 +120,24 @@ struct Limits {
     stale_if_error: i64,
 }
 
+impl Limits {
+    /// Whether `e` may answer at `now_ms` without asking the store.
+    fn is_fresh(&self, e: &Entry, now_ms: i64) -> bool {
+        let ttl = if e.key.is_some() {
+            self.ttl
+        } else {
+            self.negative_ttl
+        };
+        (0..ttl).contains(&(now_ms - e.confirmed_ms))
+            || (self.stale_usable(e, now_ms) && e.retry_ms.is_some_and(|t| now_ms < t))
+    }
+
+    /// A known key the store confirmed within `stale_if_error`.
+    fn stale_usable(&self, e: &Entry, now_ms: i64) -> bool {
+        e.key.is_some() && (0..self.stale_if_error).contains(&(now_ms - e.confirmed_ms))
+    }
+}
+
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -203,21 +221,6 @@ impl KeyCache {
         &self.store
     }
 
-    fn is_fresh(&self, e: &Entry, now_ms: i64) -> bool {
-        let ttl = if e.key.is_some() {
-            self.limits.ttl
-        } else {
-            self.limits.negative_ttl
-        };
-        (0..ttl).contains(&(now_ms - e.confirmed_ms))
-            || (self.stale_usable(e, now_ms) && e.retry_ms.is_some_and(|t| now_ms < t))
-    }
-
-    /// A known key the store confirmed within `stale_if_error`.
-    fn stale_usable(&self, e: &Entry, now_ms: i64) -> bool {
-        e.key.is_some() && (0..self.limits.stale_if_error).contains(&(now_ms - e.confirmed_ms))
-    }
-
     /// The answer for a well-formed key's hash at `now_ms` (unix ms): cached when fresh,
     /// else from the store (one lookup for all concurrent callers), else the stale answer
     /// while the store fails and `stale_if_error` allows.
@@ -227,7 +230,7 @@ impl KeyCache {
         now_ms: i64,
     ) -> Result<Option<Arc<CachedKey>>, LookupError> {
         if let Some(e) = self.cache.get(hash).await {
-            if self.is_fresh(&e, now_ms) {
+            if self.limits.is_fresh(&e, now_ms) {
                 self.metrics.cache_hits.inc();
                 return Ok(e.key);
             }
@@ -250,7 +253,7 @@ impl KeyCache {
                 let now = crate::store::coarse_now_ms();
                 let current = current.map(|c| c.into_value());
                 if let Some(c) = &current {
-                    if self.is_fresh(c, now) {
+                    if self.limits.is_fresh(c, now) {
                         // Another caller refreshed it while we waited.
                         return Ok(Op::Nop);
                     }
@@ -290,7 +293,7 @@ impl KeyCache {
                     Err(err) => {
                         self.metrics.store_errors.inc();
                         match current {
-                            Some(c) if self.stale_usable(&c, now) => {
+                            Some(c) if self.limits.stale_usable(&c, now) => {
                                 tracing::warn!(error = %err, "key store lookup failed; serving the cached answer (stale_if_error)");
                                 Ok(Op::Put(Entry {
                                     retry_ms: Some(now + REFRESH_RETRY_MS),
@@ -461,5 +464,73 @@ impl CachedKey {
             last_used: AtomicI64::new(0),
             flushed: AtomicI64::new(0),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::fixtures;
+
+    const LIMITS: Limits = Limits {
+        ttl: 30_000,
+        negative_ttl: 5_000,
+        stale_if_error: 3_600_000,
+    };
+
+    fn known(confirmed_ms: i64, retry_ms: Option<i64>) -> Entry {
+        let lookup = Lookup {
+            key: fixtures::key("key_a", "acme", &["*"], 0),
+            owner: None,
+        };
+        let identity = crate::auth::Identity::of(&lookup);
+        Entry {
+            key: Some(Arc::new(CachedKey::new(lookup, identity))),
+            confirmed_ms,
+            retry_ms,
+        }
+    }
+
+    fn unknown(confirmed_ms: i64) -> Entry {
+        Entry {
+            key: None,
+            confirmed_ms,
+            retry_ms: None,
+        }
+    }
+
+    #[test]
+    fn answers_are_fresh_for_their_ttl() {
+        let t = 1_700_000_000_000;
+        assert!(LIMITS.is_fresh(&known(t, None), t));
+        assert!(LIMITS.is_fresh(&known(t, None), t + 29_999));
+        assert!(!LIMITS.is_fresh(&known(t, None), t + 30_000));
+        assert!(LIMITS.is_fresh(&unknown(t), t + 4_999));
+        assert!(!LIMITS.is_fresh(&unknown(t), t + 5_000));
+    }
+
+    #[test]
+    fn an_answer_from_the_future_is_stale() {
+        // The wall clock stepped back: the answer's age is unknown, so the store is asked.
+        let t = 1_700_000_000_000;
+        assert!(!LIMITS.is_fresh(&known(t, None), t - 1));
+        assert!(!LIMITS.is_fresh(&unknown(t), t - 60_000));
+        assert!(!LIMITS.stale_usable(&known(t, Some(t + 1_000)), t - 1));
+        assert!(!LIMITS.is_fresh(&known(t, Some(t + 1_000)), t - 1));
+    }
+
+    #[test]
+    fn a_stale_known_key_serves_until_its_retry_within_stale_if_error() {
+        let t = 1_700_000_000_000;
+        let late = t + 40_000;
+        let e = known(t, Some(late + 1_000));
+        assert!(LIMITS.stale_usable(&e, late));
+        assert!(LIMITS.is_fresh(&e, late), "before the retry time");
+        assert!(!LIMITS.is_fresh(&e, late + 1_000), "at the retry time");
+        let old = known(t, Some(t + 3_700_000));
+        assert!(!LIMITS.stale_usable(&old, t + 3_600_000));
+        assert!(!LIMITS.is_fresh(&old, t + 3_600_000), "past stale_if_error");
+        // An unknown key never serves stale.
+        assert!(!LIMITS.stale_usable(&unknown(t), t + 6_000));
     }
 }

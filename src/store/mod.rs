@@ -4,7 +4,7 @@
 
 pub mod embedded;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 mod record;
 mod record_json;
 pub mod redis;

@@ -131,6 +131,7 @@ pub fn is_ident(s: &str) -> bool {
 /// without a TSC read, at a third of `now_ms`'s cost; it lags the precise clock by at most
 /// one tick (1-4 ms), far below any TTL or expiry a key has.
 #[cfg(target_os = "linux")]
+#[allow(clippy::useless_conversion)] // `tv_nsec` is narrower than i64 on some targets
 pub fn coarse_now_ms() -> i64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
     t.tv_sec.saturating_mul(1_000) + i64::from(t.tv_nsec / 1_000_000)
