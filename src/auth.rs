@@ -6,7 +6,7 @@
 
 use crate::cache::{CachedKey, KeyCache, LookupError};
 use crate::config::{Config, RouteConfig, WorkspaceRule};
-use crate::key::{KeyFormat, KeyFormatError};
+use crate::key::{KeyFormat, KeyFormatError, KeyHash};
 use crate::store::{KeyState, KeyType, Lookup};
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use http::HeaderMap;
@@ -325,16 +325,26 @@ impl Authenticator {
         credential: &str,
         now_ms: i64,
     ) -> Result<Arc<CachedKey>, AuthError> {
-        let hash = self
+        let shaped = self
             .format
-            .check_and_hash(credential)
+            .check_shape(credential)
             .map_err(AuthError::MalformedKey)?;
-        let key = self
-            .cache
-            .get(&hash, now_ms)
-            .await
-            .map_err(AuthError::StoreUnavailable)?
-            .ok_or(AuthError::UnknownKey)?;
+        let hash = KeyHash::of(shaped.as_bytes());
+        let known = match self.cache.fresh(&hash, now_ms).await {
+            // Only keys with a valid checksum are ever looked up, so a cached answer
+            // (known or unknown) stands for one: the CRC is checked on a miss only.
+            Some(answer) => answer,
+            None => {
+                self.format
+                    .check_checksum(shaped)
+                    .map_err(AuthError::MalformedKey)?;
+                self.cache
+                    .load(&hash)
+                    .await
+                    .map_err(AuthError::StoreUnavailable)?
+            }
+        };
+        let key = known.ok_or(AuthError::UnknownKey)?;
         let record = &key.facts;
         match record.state {
             KeyState::Revoked => return Err(AuthError::RevokedKey),

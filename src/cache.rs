@@ -229,12 +229,26 @@ impl KeyCache {
         hash: &KeyHash,
         now_ms: i64,
     ) -> Result<Option<Arc<CachedKey>>, LookupError> {
-        if let Some(e) = self.cache.get(hash).await {
-            if self.limits.is_fresh(&e, now_ms) {
-                self.metrics.cache_hits.inc();
-                return Ok(e.key);
-            }
+        match self.fresh(hash, now_ms).await {
+            Some(answer) => Ok(answer),
+            None => self.load(hash).await,
         }
+    }
+
+    /// The cached answer if it is fresh at `now_ms`: `Some(None)` is a key known to be
+    /// unknown, `None` means the store must be asked (`load`).
+    pub async fn fresh(&self, hash: &KeyHash, now_ms: i64) -> Option<Option<Arc<CachedKey>>> {
+        let e = self.cache.get(hash).await?;
+        if self.limits.is_fresh(&e, now_ms) {
+            self.metrics.cache_hits.inc();
+            Some(e.key)
+        } else {
+            None
+        }
+    }
+
+    /// The store's answer, after `fresh` had none (see `get`).
+    pub async fn load(&self, hash: &KeyHash) -> Result<Option<Arc<CachedKey>>, LookupError> {
         self.metrics.cache_misses.inc();
         // Boxed: the miss path's future is large, and inline it would be moved with every
         // request's future, hit or miss.

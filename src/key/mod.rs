@@ -158,6 +158,13 @@ impl KeyFormat {
     /// Checks prefix, length, charset and checksum, with no allocation and no store
     /// lookup. On success the presented string is returned, to be hashed.
     pub fn check<'a>(&self, presented: &'a str) -> Result<&'a str, KeyFormatError> {
+        self.check_shape(presented)?;
+        self.check_checksum(presented)?;
+        Ok(presented)
+    }
+
+    /// Prefix, length and charset: everything but the checksum.
+    pub fn check_shape<'a>(&self, presented: &'a str) -> Result<&'a str, KeyFormatError> {
         let bytes = presented.as_bytes();
         let p = self.prefix.as_bytes();
         // Length first: a 10 KB "key" costs nothing more than a short one.
@@ -175,15 +182,23 @@ impl KeyFormat {
         if !body.iter().all(|&c| is_base62(c)) {
             return Err(KeyFormatError::Charset);
         }
-        let split = bytes.len() - CHECKSUM_LEN;
+        Ok(presented)
+    }
+
+    /// The CRC32 at the end of a key that passed `check_shape`.
+    pub fn check_checksum(&self, shaped: &str) -> Result<(), KeyFormatError> {
+        let bytes = shaped.as_bytes();
+        let Some(split) = bytes.len().checked_sub(CHECKSUM_LEN) else {
+            return Err(KeyFormatError::Length);
+        };
         let expected = crc32fast::hash(&bytes[..split]);
         match decode_u32(&bytes[split..]) {
-            Some(got) if got == expected => Ok(presented),
+            Some(got) if got == expected => Ok(()),
             _ => Err(KeyFormatError::Checksum),
         }
     }
 
-    /// `check` then hash: the one way from a presented string to a store lookup.
+    /// `check` then hash: a presented string on its way to a store lookup.
     pub fn check_and_hash(&self, presented: &str) -> Result<KeyHash, KeyFormatError> {
         self.check(presented).map(|k| KeyHash::of(k.as_bytes()))
     }
