@@ -99,7 +99,7 @@ async fn warm(s: &Scale) -> f64 {
     for h in &s.hashes {
         let found = s
             .cache
-            .get(h, keygate::store::now_ms())
+            .get(h, keygate::store::coarse_now_ms())
             .await
             .expect("lookup");
         assert!(found.is_some(), "every key is in the store");
@@ -115,7 +115,7 @@ async fn hits(cache: &KeyCache, hashes: &[KeyHash], rounds: usize) -> f64 {
     let started = Instant::now();
     for i in 0..rounds {
         let found = cache
-            .get(&hashes[i % hashes.len()], keygate::store::now_ms())
+            .get(&hashes[i % hashes.len()], keygate::store::coarse_now_ms())
             .await
             .expect("hit");
         std::hint::black_box(found);

@@ -98,13 +98,33 @@ pub struct Identity {
     pub key_id: HeaderValue,
     pub key_name: HeaderValue,
     pub org: HeaderValue,
-    pub key_type: HeaderValue,
     pub actor: HeaderValue,
+    /// Effective permissions (the key's own, or its owner's for `inherit`), sorted and
+    /// joined with `,`; also what `authorize` reads (names cannot hold a comma). Empty if
+    /// the stored names are not a valid header value.
     pub permissions: HeaderValue,
     /// The key's only workspace, sent when the route resolves none.
     pub default_workspace: Option<HeaderValue>,
-    /// Effective permissions, sorted (the key's own, or its owner's for `inherit`).
-    pub permission_list: Box<[Box<str>]>,
+}
+
+impl Identity {
+    /// Whether `permission` is among the key's effective permissions.
+    pub fn has_permission(&self, permission: &str) -> bool {
+        self.permissions
+            .as_bytes()
+            .split(|&b| b == b',')
+            .any(|p| p == permission.as_bytes())
+    }
+}
+
+/// The key-type identity header's value (no copy: both are static).
+pub fn key_type_value(t: KeyType) -> HeaderValue {
+    const SERVICE: HeaderValue = HeaderValue::from_static("service");
+    const PERSONAL: HeaderValue = HeaderValue::from_static("personal");
+    match t {
+        KeyType::Service => SERVICE,
+        KeyType::Personal => PERSONAL,
+    }
 }
 
 /// The identity header values of one key, all slices of one buffer: one allocation per
@@ -130,13 +150,10 @@ fn value(buf: &bytes::Bytes, r: std::ops::Range<usize>) -> HeaderValue {
 impl Identity {
     pub fn of(l: &Lookup) -> Self {
         let k = &l.key;
-        let permission_list = if k.inherit {
-            l.owner
-                .as_ref()
-                .map(|u| u.permissions.clone())
-                .unwrap_or_default()
+        let permission_list: &[String] = if k.inherit {
+            l.owner.as_ref().map_or(&[], |u| &u.permissions)
         } else {
-            k.permissions.clone()
+            &k.permissions
         };
         let actor = match k.key_type {
             KeyType::Service => k.name.as_str(),
@@ -168,14 +185,10 @@ impl Identity {
             key_id: value(&buf, id),
             key_name: value(&buf, name),
             org: value(&buf, org),
-            key_type: HeaderValue::from_static(k.key_type.as_str()),
             actor: value(&buf, actor),
-            permissions: value(&buf, permissions),
+            permissions: HeaderValue::from_maybe_shared(buf.slice(permissions))
+                .unwrap_or_else(|_| HeaderValue::from_static("")),
             default_workspace: workspace.map(|w| value(&buf, w)),
-            permission_list: permission_list
-                .into_iter()
-                .map(String::into_boxed_str)
-                .collect(),
         }
     }
 }
@@ -370,11 +383,10 @@ impl Authenticator {
         headers: &HeaderMap,
         path: &str,
     ) -> Result<Principal, AuthError> {
-        let have = &key.identity.permission_list;
         if !route
             .permissions
             .iter()
-            .all(|p| have.binary_search_by(|h| (**h).cmp(p.as_str())).is_ok())
+            .all(|p| key.identity.has_permission(p))
         {
             return Err(AuthError::InsufficientPermissions);
         }
