@@ -17,6 +17,10 @@ pub enum GatewayError {
     BadPath(#[from] PathError),
     #[error("no route matches this request")]
     NoRoute,
+    /// More than one `Host` header (RFC 9112 §3.2: a server must answer 400): which one a
+    /// route saw and which one an upstream would read could differ.
+    #[error("more than one Host header")]
+    BadHost,
     #[error(transparent)]
     Proxy(#[from] ProxyError),
 }
@@ -88,6 +92,7 @@ impl GatewayError {
             },
             GatewayError::BadPath(_) => answer(S::BAD_REQUEST, "bad_path", None),
             GatewayError::NoRoute => answer(S::NOT_FOUND, "no_route", None),
+            GatewayError::BadHost => answer(S::BAD_REQUEST, "bad_host", None),
             GatewayError::Proxy(ProxyError::Unavailable { .. }) => {
                 answer(S::BAD_GATEWAY, "upstream_unavailable", None)
             }

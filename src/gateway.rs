@@ -238,7 +238,7 @@ impl Gateway {
 
         // 1. Normalize before routing: rules must see the path the upstream will act on.
         let path = normalize_path(uri.path())?;
-        let host_header = request_host(&parts.headers, uri);
+        let host_header = request_host(&parts.headers, uri)?;
         let (route_ix, route) = routing
             .router
             .find(
@@ -338,12 +338,19 @@ impl Gateway {
 }
 
 /// The request's host as sent (for routing and X-Forwarded-Host). HTTP/2 carries it in
-/// the URI, HTTP/1.1 in `Host`.
-fn request_host(headers: &http::HeaderMap, uri: &http::Uri) -> Option<HeaderValue> {
-    headers.get(HOST).cloned().or_else(|| {
-        uri.authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    })
+/// the URI, HTTP/1.1 in `Host`; two `Host` headers are refused.
+fn request_host(
+    headers: &http::HeaderMap,
+    uri: &http::Uri,
+) -> Result<Option<HeaderValue>, GatewayError> {
+    let mut hosts = headers.get_all(HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => Err(GatewayError::BadHost),
+        (Some(h), None) => Ok(Some(h.clone())),
+        (None, _) => Ok(uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())),
+    }
 }
 
 /// The host name of a Host value, without port (`[::1]:80` -> `::1`).

@@ -144,6 +144,26 @@ async fn host_routes_need_their_host() {
     )
     .await;
     assert_eq!(r.status, 200);
+
+    // Two Host headers (RFC 9112 §3.2): 400, whichever one a route would have matched,
+    // and nothing reaches the upstream.
+    for (a, b) in [
+        ("api.example.com", "other.example.com"),
+        ("other.example.com", "api.example.com"),
+        ("api.example.com", "api.example.com"),
+    ] {
+        let req = format!(
+            "GET /hosted/x HTTP/1.1\r\nHost: {a}\r\nHost: {b}\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n"
+        );
+        let answer =
+            String::from_utf8_lossy(&raw_exchange(gw.addr, req.as_bytes()).await).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{a}, {b}: {answer}");
+        assert!(
+            answer.contains(r#""code":"bad_host""#),
+            "{a}, {b}: {answer}"
+        );
+        assert!(!answer.contains(&key), "the key is never echoed");
+    }
     gw.stop().await;
 }
 
