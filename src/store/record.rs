@@ -128,8 +128,8 @@ pub fn is_ident(s: &str) -> bool {
 
 /// Now, as unix milliseconds, for the request path (key expiry, cache freshness): on
 /// Linux the kernel's coarse clock (`CLOCK_REALTIME_COARSE`), read from the vDSO page
-/// without a TSC read, at a third of `now_ms`'s cost; it lags the precise clock by at most
-/// one tick (1-4 ms), far below any TTL or expiry a key has.
+/// without a TSC read (cheaper than `now_ms`: benches/RESULTS.md); it lags the precise
+/// clock by at most one tick (1-4 ms), far below any TTL or expiry a key has.
 #[cfg(target_os = "linux")]
 #[allow(clippy::useless_conversion)] // `tv_nsec` is narrower than i64 on some targets
 pub fn coarse_now_ms() -> i64 {
