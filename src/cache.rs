@@ -12,7 +12,7 @@
 
 use crate::key::KeyHash;
 use crate::metrics::Metrics;
-use crate::store::{KeyState, KeyStore, KeyType, Lookup, StoreError};
+use crate::store::{duration_ms, KeyState, KeyStore, KeyType, Lookup, StoreError};
 use moka::future::Cache;
 use moka::notification::RemovalCause;
 use moka::ops::compute::{CompResult, Op};
@@ -138,10 +138,6 @@ impl Limits {
     }
 }
 
-fn ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
 /// Builds the cached form of a store answer (the auth module knows the header values).
 pub type Builder = dyn Fn(Lookup) -> CachedKey + Send + Sync;
 
@@ -205,9 +201,9 @@ impl KeyCache {
             cache,
             store,
             limits: Limits {
-                ttl: ms(settings.ttl),
-                negative_ttl: ms(settings.negative_ttl),
-                stale_if_error: ms(settings.stale_if_error),
+                ttl: duration_ms(settings.ttl),
+                negative_ttl: duration_ms(settings.negative_ttl),
+                stale_if_error: duration_ms(settings.stale_if_error),
             },
             build,
             epoch: AtomicU64::new(0),

@@ -262,7 +262,7 @@ impl KeyService {
             Some(Expiry::At(t)) if t > now => Some(t),
             Some(Expiry::At(_)) => return Err(invalid("expires_at", "is in the past")),
             Some(Expiry::In(d)) if !d.is_zero() => {
-                Some(now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+                Some(now.saturating_add(crate::store::duration_ms(d)))
             }
             Some(Expiry::In(_)) => return Err(invalid("expires_in", "must be longer than 0s")),
         };
@@ -326,7 +326,7 @@ impl KeyService {
     ) -> Result<Vec<KeyRecord>, ServiceError> {
         let mut keys = self.store.list_keys(filter).await?;
         if let Some(d) = unused_for {
-            let cutoff = now_ms().saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+            let cutoff = now_ms().saturating_sub(crate::store::duration_ms(d));
             keys.retain(|k| k.last_used_at.unwrap_or(k.created_at) < cutoff);
         }
         Ok(keys)
@@ -462,7 +462,7 @@ impl KeyService {
             version: 0,
             ..old.clone()
         };
-        let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+        let grace_ms = crate::store::duration_ms(grace);
         let end = now.saturating_add(grace_ms);
         old.expires_at = Some(old.expires_at.map_or(end, |t| t.min(end)));
         old.rotated_to = Some(new.id.clone());

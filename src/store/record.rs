@@ -147,6 +147,11 @@ pub fn coarse_now_ms() -> i64 {
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .map(duration_ms)
         .unwrap_or(0)
+}
+
+/// A duration in whole milliseconds, saturating (the unit of every stored time).
+pub fn duration_ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
