@@ -76,3 +76,8 @@ pub(crate) async fn save(store: &impl KeyStore, keys: &[KeyRecord]) {
         .await
         .expect("save keys");
 }
+
+/// The ids of `keys`, in order.
+pub(crate) fn ids(keys: &[KeyRecord]) -> Vec<&str> {
+    keys.iter().map(|k| k.id.as_str()).collect()
+}

@@ -2,6 +2,8 @@
 //! see them only through `KeyStore`, so the embedded SQLite store and the Redis store
 //! (for fleets) are interchangeable and the cache can wrap either.
 
+#[cfg(test)]
+mod conformance;
 pub mod embedded;
 #[cfg(test)]
 pub(crate) mod fixtures;

@@ -1,9 +1,9 @@
 //! Tests against real `redis-server` processes, each test with its own on a free port.
 
 use super::*;
-use crate::store::fixtures::{event, key, personal, save, stored, user};
+use crate::store::conformance;
+use crate::store::fixtures::{event, ids, key, personal, save, stored, user};
 use crate::store::KeyState;
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -143,10 +143,6 @@ async fn raw_cmd<T: ::redis::FromRedisValue>(
 
 // ---- records ---------------------------------------------------------------------------
 
-fn ids(keys: &[KeyRecord]) -> Vec<&str> {
-    keys.iter().map(|k| k.id.as_str()).collect()
-}
-
 fn all_events() -> AuditQuery {
     AuditQuery {
         key_id: None,
@@ -160,54 +156,7 @@ fn all_events() -> AuditQuery {
 #[tokio::test]
 async fn key_record_round_trips_with_every_field() {
     let server = Server::start();
-    let store = server.store();
-    let full = KeyRecord {
-        name: "deploy bot".to_owned(),
-        workspaces: vec!["ws1".to_owned()],
-        roles: vec!["editor".to_owned(), "viewer".to_owned()],
-        permissions: vec!["models:read".to_owned(), "models:write".to_owned()],
-        expires_at: Some(1_800_000_000_000),
-        metadata: BTreeMap::from([
-            ("team".to_owned(), "ml".to_owned()),
-            ("ticket".to_owned(), "OPS-1 \"quoted\" ✓".to_owned()),
-        ]),
-        rate_limit: Some("100/s".to_owned()),
-        state: KeyState::Revoked,
-        last_used_at: Some(1_700_000_500_000),
-        revoked_at: Some(1_700_000_600_000),
-        rotated_to: Some("key_next".to_owned()),
-        ..personal("key_full", "acme", "alice", 1_700_000_000_000)
-    };
-    let inherit = KeyRecord {
-        inherit: true,
-        roles: vec![],
-        permissions: vec![],
-        ..personal("key_inherit", "acme", "bob", 1_700_000_000_001)
-    };
-    save(&store, &[full.clone(), inherit.clone()]).await;
-
-    assert_eq!(
-        store.get_key("key_full").await.expect("get"),
-        Some(stored(&full))
-    );
-    assert_eq!(
-        store.get_key("key_inherit").await.expect("get"),
-        Some(stored(&inherit))
-    );
-    assert_eq!(store.get_key("key_missing").await.expect("get"), None);
-    let found = store
-        .lookup(&full.hash)
-        .await
-        .expect("lookup")
-        .expect("found");
-    assert_eq!(found.key, stored(&full));
-    assert_eq!(found.owner, None, "no user record for alice yet");
-    assert!(store
-        .lookup(&KeyHash::of(b"nope"))
-        .await
-        .expect("lookup")
-        .is_none());
-    store.ping().await.expect("ping");
+    conformance::key_record_round_trips_with_every_field(&server.store()).await;
 }
 
 #[tokio::test]
@@ -274,112 +223,27 @@ async fn lookup_brings_the_owner_record_of_the_same_org() {
 async fn list_filters_by_org_and_workspace_oldest_first() {
     let server = Server::start();
     let store = server.store();
-    save(
-        &store,
-        &[
-            key("key_b", "acme", &["ws2"], 20),
-            key("key_a", "acme", &["*"], 10),
-            key("key_c", "acme", &["ws1"], 5),
-            key("key_g", "globex", &["ws1"], 1),
-            key("key_0", "acme", &["ws1"], 10),
-        ],
-    )
-    .await;
-    let list = |org: Option<&str>, ws: Option<&str>| {
-        let filter = KeyFilter {
-            org: org.map(str::to_owned),
-            workspace: ws.map(str::to_owned),
-        };
-        let store = &store;
-        async move { store.list_keys(&filter).await.expect("list") }
-    };
-    assert_eq!(
-        ids(&list(None, None).await),
-        ["key_g", "key_c", "key_0", "key_a", "key_b"]
-    );
-    assert_eq!(
-        ids(&list(Some("acme"), None).await),
-        ["key_c", "key_0", "key_a", "key_b"]
-    );
-    assert_eq!(
-        ids(&list(Some("acme"), Some("ws1")).await),
-        ["key_c", "key_0", "key_a"]
-    );
-    assert_eq!(
-        ids(&list(Some("acme"), Some("ws2")).await),
-        ["key_a", "key_b"]
-    );
-    assert_eq!(ids(&list(Some("acme"), Some("ws9")).await), ["key_a"]);
-    assert_eq!(
-        ids(&list(None, Some("ws1")).await),
-        ["key_g", "key_c", "key_0", "key_a"]
-    );
-    assert!(list(Some("initech"), None).await.is_empty());
+    conformance::list_filters_by_org_and_workspace_oldest_first(&store).await;
 
     // More keys than one round trip reads.
     let many: Vec<KeyRecord> = (0..(CHUNK + 7))
         .map(|i| key(&format!("key_m{i:04}"), "bulk", &["*"], 100 + i as i64))
         .collect();
     save(&store, &many).await;
-    assert_eq!(ids(&list(Some("bulk"), None).await), ids(&many));
+    let bulk = KeyFilter {
+        org: Some("bulk".to_owned()),
+        workspace: None,
+    };
+    assert_eq!(
+        ids(&store.list_keys(&bulk).await.expect("list")),
+        ids(&many)
+    );
 }
 
 #[tokio::test]
 async fn save_user_publishes_the_hashes_of_the_owners_keys() {
     let server = Server::start();
-    let store = server.store();
-    let a1 = personal("key_a1", "acme", "alice", 1);
-    let a2 = personal("key_a2", "acme", "alice", 2);
-    let b = personal("key_b", "acme", "bob", 3);
-    let elsewhere = personal("key_ga", "globex", "alice", 4);
-    save(&store, &[a1.clone(), a2.clone(), b, elsewhere]).await;
-    assert!(store.user_owns_keys("acme", "alice").await.expect("owns"));
-    assert!(!store.user_owns_keys("acme", "carol").await.expect("owns"));
-    assert!(!store
-        .user_owns_keys("initech", "alice")
-        .await
-        .expect("owns"));
-
-    let cursor = store.change_cursor().await.expect("cursor");
-    store
-        .save_user(&user("acme", "alice", true), &event("user.remove", None))
-        .await
-        .expect("save user");
-    let batch = store.changes_since(cursor).await.expect("changes");
-    let mut want = vec![a1.hash, a2.hash];
-    want.sort_unstable();
-    assert_eq!(batch.evict, want);
-    assert!(!batch.evict_all);
-    assert_eq!(batch.cursor, cursor + 2);
-
-    store
-        .save_user(&user("acme", "alice", false), &event("user.restore", None))
-        .await
-        .expect("save user");
-    let alice = store
-        .get_user("acme", "alice")
-        .await
-        .expect("get")
-        .expect("some");
-    assert!(!alice.removed);
-    assert_eq!(alice.version, 2);
-
-    let cursor = store.change_cursor().await.expect("cursor");
-    store
-        .save_user(
-            &user("acme", "carol", false),
-            &event("user.set-roles", None),
-        )
-        .await
-        .expect("save user");
-    assert_eq!(store.change_cursor().await.expect("cursor"), cursor);
-
-    // A deleted key no longer counts as owned.
-    let mut ev = event("delete", Some("key_a1"));
-    store.delete_key("key_a1", &ev).await.expect("delete");
-    ev.key_id = Some("key_a2".to_owned());
-    store.delete_key("key_a2", &ev).await.expect("delete");
-    assert!(!store.user_owns_keys("acme", "alice").await.expect("owns"));
+    conformance::save_user_publishes_the_hashes_of_the_owners_keys(&server.store()).await;
 }
 
 #[tokio::test]
