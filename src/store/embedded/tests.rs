@@ -1,6 +1,6 @@
 use super::*;
 use crate::store::conformance;
-use crate::store::fixtures::{event, key, personal, save, stored, user};
+use crate::store::fixtures::{event, key, save, stored, user};
 use crate::store::KeyState;
 use tempfile::TempDir;
 
@@ -24,48 +24,7 @@ async fn key_record_round_trips_with_every_field() {
 #[tokio::test]
 async fn lookup_brings_the_owner_record_of_the_same_org() {
     let dir = TempDir::new().expect("tempdir");
-    let store = open(&dir);
-    let k = personal("key_p", "acme", "alice", 1);
-    let service = key("key_s", "acme", &["*"], 2);
-    save(&store, &[k.clone(), service.clone()]).await;
-    // Same user name in another org must not leak into acme's key.
-    let other = user("globex", "alice", false);
-    store
-        .save_user(&other, &event("set-roles", None))
-        .await
-        .expect("save user");
-    assert_eq!(
-        store
-            .lookup(&k.hash)
-            .await
-            .expect("lookup")
-            .expect("found")
-            .owner,
-        None
-    );
-
-    let alice = user("acme", "alice", true);
-    store
-        .save_user(&alice, &event("remove", None))
-        .await
-        .expect("save user");
-    let found = store.lookup(&k.hash).await.expect("lookup").expect("found");
-    let alice = UserRecord {
-        version: 1,
-        ..alice
-    };
-    assert_eq!(found.owner, Some(alice.clone()));
-    assert_eq!(
-        store.get_user("acme", "alice").await.expect("get"),
-        Some(alice)
-    );
-    assert_eq!(store.get_user("acme", "zed").await.expect("get"), None);
-    let s = store
-        .lookup(&service.hash)
-        .await
-        .expect("lookup")
-        .expect("found");
-    assert_eq!(s.owner, None);
+    conformance::lookup_brings_the_owner_record_of_the_same_org(&open(&dir)).await;
 }
 
 #[tokio::test]

@@ -162,61 +162,7 @@ async fn key_record_round_trips_with_every_field() {
 #[tokio::test]
 async fn lookup_brings_the_owner_record_of_the_same_org() {
     let server = Server::start();
-    let store = server.store();
-    let k = personal("key_p", "acme", "alice", 1);
-    let service = key("key_s", "acme", &["*"], 2);
-    // An org and a user with `:` in them must not meet another pair's keys.
-    let tricky = personal("key_t", "acme:x", "bob", 3);
-    save(&store, &[k.clone(), service.clone(), tricky.clone()]).await;
-    store
-        .save_user(&user("globex", "alice", false), &event("set-roles", None))
-        .await
-        .expect("save user");
-    store
-        .save_user(&user("acme", "x:bob", true), &event("remove", None))
-        .await
-        .expect("save user");
-    assert_eq!(
-        store
-            .lookup(&k.hash)
-            .await
-            .expect("lookup")
-            .expect("found")
-            .owner,
-        None
-    );
-    assert_eq!(
-        store
-            .lookup(&tricky.hash)
-            .await
-            .expect("lookup")
-            .expect("found")
-            .owner,
-        None
-    );
-
-    let alice = user("acme", "alice", true);
-    store
-        .save_user(&alice, &event("remove", None))
-        .await
-        .expect("save user");
-    let found = store.lookup(&k.hash).await.expect("lookup").expect("found");
-    let alice = UserRecord {
-        version: 1,
-        ..alice
-    };
-    assert_eq!(found.owner, Some(alice.clone()));
-    assert_eq!(
-        store.get_user("acme", "alice").await.expect("get"),
-        Some(alice)
-    );
-    assert_eq!(store.get_user("acme", "zed").await.expect("get"), None);
-    let s = store
-        .lookup(&service.hash)
-        .await
-        .expect("lookup")
-        .expect("found");
-    assert_eq!(s.owner, None);
+    conformance::lookup_brings_the_owner_record_of_the_same_org(&server.store()).await;
 }
 
 #[tokio::test]
