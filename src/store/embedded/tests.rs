@@ -168,71 +168,7 @@ async fn audit_pages_newest_first() {
 #[tokio::test]
 async fn record_last_used_never_moves_backwards() {
     let dir = TempDir::new().expect("tempdir");
-    let store = open(&dir);
-    let k = key("key_u", "acme", &["*"], 1);
-    save(&store, std::slice::from_ref(&k)).await;
-    let cursor = store.change_cursor().await.expect("cursor");
-    let last_used = || async {
-        store
-            .get_key("key_u")
-            .await
-            .expect("get")
-            .expect("some")
-            .last_used_at
-    };
-
-    store
-        .record_last_used(&[("key_u".to_owned(), 500), ("key_unknown".to_owned(), 9)])
-        .await
-        .expect("record");
-    assert_eq!(last_used().await, Some(500));
-    store
-        .record_last_used(&[("key_u".to_owned(), 400)])
-        .await
-        .expect("record");
-    assert_eq!(last_used().await, Some(500));
-    store
-        .record_last_used(&[("key_u".to_owned(), 700)])
-        .await
-        .expect("record");
-    assert_eq!(last_used().await, Some(700));
-    // Not a verdict change: nothing on the feed.
-    assert_eq!(store.change_cursor().await.expect("cursor"), cursor);
-
-    // A save of a record read before the last record_last_used keeps the newer time…
-    save(
-        &store,
-        &[KeyRecord {
-            name: "renamed".to_owned(),
-            last_used_at: Some(600),
-            ..k.clone()
-        }],
-    )
-    .await;
-    let got = store.get_key("key_u").await.expect("get").expect("some");
-    assert_eq!(
-        (got.name.as_str(), got.last_used_at),
-        ("renamed", Some(700))
-    );
-    // …and one with no time at all does not erase it.
-    save(
-        &store,
-        &[KeyRecord {
-            last_used_at: None,
-            ..k.clone()
-        }],
-    )
-    .await;
-    assert_eq!(last_used().await, Some(700));
-    save(
-        &store,
-        &[KeyRecord {
-            last_used_at: Some(800),
-            ..k
-        }],
-    )
-    .await;
-    assert_eq!(last_used().await, Some(800));
+    conformance::record_last_used_never_moves_backwards(&open(&dir)).await;
 }
 
 #[tokio::test]
