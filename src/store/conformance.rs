@@ -3,7 +3,7 @@
 
 use crate::key::KeyHash;
 use crate::store::fixtures::{event, ids, key, personal, save, stored, user};
-use crate::store::{KeyFilter, KeyRecord, KeyState, KeyStore, UserRecord};
+use crate::store::{AuditQuery, KeyFilter, KeyRecord, KeyState, KeyStore, UserRecord};
 use std::collections::BTreeMap;
 
 pub(crate) async fn key_record_round_trips_with_every_field(store: &impl KeyStore) {
@@ -297,4 +297,46 @@ pub(crate) async fn record_last_used_never_moves_backwards(store: &impl KeyStore
     )
     .await;
     assert_eq!(last_used().await, Some(800));
+}
+
+pub(crate) async fn delete_removes_the_key_and_publishes_its_hash(store: &impl KeyStore) {
+    let k = personal("key_del", "acme", "alice", 1);
+    save(store, std::slice::from_ref(&k)).await;
+    let cursor = store.change_cursor().await.expect("cursor");
+
+    assert!(store
+        .delete_key("key_del", &event("delete", Some("key_del")))
+        .await
+        .expect("delete"));
+    assert_eq!(store.get_key("key_del").await.expect("get"), None);
+    assert!(store.lookup(&k.hash).await.expect("lookup").is_none());
+    assert!(store
+        .list_keys(&KeyFilter::default())
+        .await
+        .expect("list")
+        .is_empty());
+    let batch = store.changes_since(cursor).await.expect("changes");
+    assert_eq!((batch.evict, batch.evict_all), (vec![k.hash], false));
+    let query = AuditQuery {
+        key_id: Some("key_del".to_owned()),
+        before: None,
+        limit: 10,
+    };
+    let actions: Vec<String> = store
+        .audit(&query)
+        .await
+        .expect("audit")
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(actions, ["delete", "create"]);
+
+    // Absent: false, and neither an audit event nor a change is written.
+    let cursor = store.change_cursor().await.expect("cursor");
+    assert!(!store
+        .delete_key("key_del", &event("delete", Some("key_del")))
+        .await
+        .expect("delete"));
+    assert_eq!(store.change_cursor().await.expect("cursor"), cursor);
+    assert_eq!(store.audit(&query).await.expect("audit").len(), 2);
 }

@@ -195,45 +195,7 @@ async fn save_user_publishes_the_hashes_of_the_owners_keys() {
 #[tokio::test]
 async fn delete_removes_the_key_and_publishes_its_hash() {
     let server = Server::start();
-    let store = server.store();
-    let k = personal("key_del", "acme", "alice", 1);
-    save(&store, std::slice::from_ref(&k)).await;
-    let cursor = store.change_cursor().await.expect("cursor");
-
-    assert!(store
-        .delete_key("key_del", &event("delete", Some("key_del")))
-        .await
-        .expect("delete"));
-    assert_eq!(store.get_key("key_del").await.expect("get"), None);
-    assert!(store.lookup(&k.hash).await.expect("lookup").is_none());
-    assert!(store
-        .list_keys(&KeyFilter::default())
-        .await
-        .expect("list")
-        .is_empty());
-    let batch = store.changes_since(cursor).await.expect("changes");
-    assert_eq!((batch.evict, batch.evict_all), (vec![k.hash], false));
-    let query = AuditQuery {
-        key_id: Some("key_del".to_owned()),
-        before: None,
-        limit: 10,
-    };
-    let actions: Vec<String> = store
-        .audit(&query)
-        .await
-        .expect("audit")
-        .into_iter()
-        .map(|e| e.action)
-        .collect();
-    assert_eq!(actions, ["delete", "create"]);
-
-    let cursor = store.change_cursor().await.expect("cursor");
-    assert!(!store
-        .delete_key("key_del", &event("delete", Some("key_del")))
-        .await
-        .expect("delete"));
-    assert_eq!(store.change_cursor().await.expect("cursor"), cursor);
-    assert_eq!(store.audit(&query).await.expect("audit").len(), 2);
+    conformance::delete_removes_the_key_and_publishes_its_hash(&server.store()).await;
 
     // Nothing of the key is left but its audit trail.
     let mut raw = server.raw().await;
