@@ -2,7 +2,7 @@
 //! tests (`embedded/tests.rs`, `redis/tests.rs`), which add what only that store has.
 
 use crate::key::KeyHash;
-use crate::store::fixtures::{event, ids, key, personal, save, stored, user};
+use crate::store::fixtures::{all_events, event, ids, key, personal, save, stored, user};
 use crate::store::{AuditQuery, KeyFilter, KeyRecord, KeyState, KeyStore, UserRecord};
 use std::collections::BTreeMap;
 
@@ -339,4 +339,71 @@ pub(crate) async fn delete_removes_the_key_and_publishes_its_hash(store: &impl K
         .expect("delete"));
     assert_eq!(store.change_cursor().await.expect("cursor"), cursor);
     assert_eq!(store.audit(&query).await.expect("audit").len(), 2);
+}
+
+pub(crate) async fn audit_pages_newest_first(store: &impl KeyStore) {
+    save(
+        store,
+        &[
+            key("key_x", "acme", &["*"], 1),
+            key("key_y", "acme", &["*"], 1),
+        ],
+    )
+    .await;
+    for i in 0..5 {
+        let (id, action) = if i % 2 == 0 {
+            ("key_x", "rename")
+        } else {
+            ("key_y", "disable")
+        };
+        store
+            .save_keys(&[], &[event(&format!("{action}{i}"), Some(id))])
+            .await
+            .expect("save");
+    }
+    let all = store.audit(&all_events()).await.expect("audit");
+    let actions: Vec<&str> = all.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["rename4", "disable3", "rename2", "disable1", "rename0", "create"]
+    );
+    assert!(
+        all.windows(2).all(|w| w[0].id > w[1].id),
+        "ids descend and are assigned"
+    );
+    assert_eq!(all[0].details, serde_json::json!({ "note": "rename4" }));
+    assert_eq!(all[0].actor, "cli");
+    assert_eq!(all[0].at, 1_700_000_000_000);
+    assert_eq!(all[0].key_id.as_deref(), Some("key_x"));
+    assert_eq!(all[1].key_id.as_deref(), Some("key_y"));
+
+    let page = |key_id: Option<&str>, before: Option<i64>, limit: usize| {
+        let q = AuditQuery {
+            key_id: key_id.map(str::to_owned),
+            before,
+            limit,
+        };
+        async move { store.audit(&q).await.expect("audit") }
+    };
+    let page1 = page(None, None, 2).await;
+    assert_eq!(page1, all[..2]);
+    assert_eq!(page(None, Some(page1[1].id), 2).await, all[2..4]);
+    assert!(page(None, None, 0).await.is_empty());
+    assert_eq!(page(None, None, usize::MAX).await, all);
+
+    let x = page(Some("key_x"), None, 100).await;
+    let x_actions: Vec<&str> = x.iter().map(|e| e.action.as_str()).collect();
+    // The "create" event names key_x (the first key of the batch).
+    assert_eq!(x_actions, ["rename4", "rename2", "rename0", "create"]);
+    assert_eq!(page(Some("key_x"), Some(x[0].id), 1).await, x[1..2]);
+    assert!(page(Some("key_none"), None, 10).await.is_empty());
+
+    // An event without a key id stays out of every key's trail.
+    store
+        .save_user(&user("acme", "u", false), &event("user.set-roles", None))
+        .await
+        .expect("save user");
+    let newest = page(None, None, 1).await;
+    assert_eq!(newest[0].key_id, None);
+    assert_eq!(page(Some("key_x"), None, 100).await, x);
 }

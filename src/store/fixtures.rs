@@ -1,7 +1,7 @@
 //! Records for the stores' unit tests (shared by the embedded and the Redis store tests).
 
 use crate::key::KeyHash;
-use crate::store::{AuditEvent, KeyRecord, KeyState, KeyStore, KeyType, UserRecord};
+use crate::store::{AuditEvent, AuditQuery, KeyRecord, KeyState, KeyStore, KeyType, UserRecord};
 use std::collections::BTreeMap;
 
 /// `k` as read back after its first save: the store's first revision.
@@ -80,4 +80,13 @@ pub(crate) async fn save(store: &impl KeyStore, keys: &[KeyRecord]) {
 /// The ids of `keys`, in order.
 pub(crate) fn ids(keys: &[KeyRecord]) -> Vec<&str> {
     keys.iter().map(|k| k.id.as_str()).collect()
+}
+
+/// Every audit event, newest first (up to 100).
+pub(crate) fn all_events() -> AuditQuery {
+    AuditQuery {
+        key_id: None,
+        before: None,
+        limit: 100,
+    }
 }
