@@ -3,7 +3,7 @@
 
 use crate::key::KeyHash;
 use crate::store::fixtures::{all_events, event, ids, key, personal, save, stored, user};
-use crate::store::{AuditQuery, KeyFilter, KeyRecord, KeyState, KeyStore, UserRecord};
+use crate::store::{AuditQuery, KeyFilter, KeyRecord, KeyState, KeyStore, StoreError, UserRecord};
 use std::collections::BTreeMap;
 
 pub(crate) async fn key_record_round_trips_with_every_field(store: &impl KeyStore) {
@@ -406,4 +406,105 @@ pub(crate) async fn audit_pages_newest_first(store: &impl KeyStore) {
     let newest = page(None, None, 1).await;
     assert_eq!(newest[0].key_id, None);
     assert_eq!(page(Some("key_x"), None, 100).await, x);
+}
+
+pub(crate) async fn a_save_from_a_stale_read_is_a_conflict_and_writes_nothing(
+    store: &impl KeyStore,
+) {
+    save(store, &[key("key_race", "acme", &["*"], 1)]).await;
+    let read_a = store
+        .get_key("key_race")
+        .await
+        .expect("get")
+        .expect("found");
+    let read_b = read_a.clone();
+    // A revokes first.
+    store
+        .save_keys(
+            &[KeyRecord {
+                state: KeyState::Revoked,
+                ..read_a
+            }],
+            &[event("revoke", Some("key_race"))],
+        )
+        .await
+        .expect("revoke");
+    let cursor = store.change_cursor().await.expect("cursor");
+    // B renames from its older read, in a batch with a new key: all refused.
+    let err = store
+        .save_keys(
+            &[
+                key("key_new", "acme", &["*"], 2),
+                KeyRecord {
+                    name: "new".into(),
+                    ..read_b
+                },
+            ],
+            &[event("rename", Some("key_race"))],
+        )
+        .await;
+    assert!(
+        matches!(&err, Err(StoreError::Conflict { record }) if record == "key_race"),
+        "{err:?}"
+    );
+    let now = store
+        .get_key("key_race")
+        .await
+        .expect("get")
+        .expect("found");
+    assert_eq!(now.state, KeyState::Revoked);
+    assert_eq!(now.name, "key_race");
+    assert_eq!(now.version, 2);
+    assert_eq!(store.get_key("key_new").await.expect("get"), None);
+    assert_eq!(store.change_cursor().await.expect("cursor"), cursor);
+    let events = store
+        .audit(&AuditQuery {
+            key_id: Some("key_race".into()),
+            before: None,
+            limit: 10,
+        })
+        .await
+        .expect("audit");
+    assert_eq!(events.len(), 2, "the refused rename wrote no audit event");
+
+    // The same for users.
+    store
+        .save_user(&user("acme", "al", false), &event("set-roles", None))
+        .await
+        .expect("save user");
+    let read = store
+        .get_user("acme", "al")
+        .await
+        .expect("get")
+        .expect("found");
+    store
+        .save_user(
+            &UserRecord {
+                removed: true,
+                ..read.clone()
+            },
+            &event("remove", None),
+        )
+        .await
+        .expect("remove");
+    let err = store
+        .save_user(
+            &UserRecord {
+                roles: vec![],
+                ..read
+            },
+            &event("set-roles", None),
+        )
+        .await;
+    assert!(
+        matches!(&err, Err(StoreError::Conflict { record }) if record == "user acme/al"),
+        "{err:?}"
+    );
+    let al = store
+        .get_user("acme", "al")
+        .await
+        .expect("get")
+        .expect("found");
+    assert!(al.removed);
+    assert_eq!(al.version, 2);
 }
