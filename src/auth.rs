@@ -107,26 +107,6 @@ pub struct Identity {
     pub default_workspace: Option<HeaderValue>,
 }
 
-impl Identity {
-    /// Whether `permission` is among the key's effective permissions.
-    pub fn has_permission(&self, permission: &str) -> bool {
-        self.permissions
-            .as_bytes()
-            .split(|&b| b == b',')
-            .any(|p| p == permission.as_bytes())
-    }
-}
-
-/// The key-type identity header's value (no copy: both are static).
-pub fn key_type_value(t: KeyType) -> HeaderValue {
-    const SERVICE: HeaderValue = HeaderValue::from_static("service");
-    const PERSONAL: HeaderValue = HeaderValue::from_static("personal");
-    match t {
-        KeyType::Service => SERVICE,
-        KeyType::Personal => PERSONAL,
-    }
-}
-
 /// The identity header values of one key, all slices of one buffer: one allocation per
 /// cached key instead of one per value.
 struct Packed(bytes::BytesMut);
@@ -190,6 +170,14 @@ impl Identity {
                 .unwrap_or_else(|_| HeaderValue::from_static("")),
             default_workspace: workspace.map(|w| value(&buf, w)),
         }
+    }
+
+    /// Whether `permission` is among the key's effective permissions.
+    pub fn has_permission(&self, permission: &str) -> bool {
+        self.permissions
+            .as_bytes()
+            .split(|&b| b == b',')
+            .any(|p| p == permission.as_bytes())
     }
 }
 

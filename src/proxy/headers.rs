@@ -94,9 +94,10 @@ pub fn add_identity(headers: &mut HeaderMap, names: &IdentityNames, p: &Principa
     if let Some(ws) = &p.workspace {
         headers.insert(names.workspace.clone(), ws.clone());
     }
+    // A static value: no copy, nothing stored per key.
     headers.insert(
         names.key_type.clone(),
-        crate::auth::key_type_value(p.key.facts.key_type),
+        HeaderValue::from_static(p.key.facts.key_type.as_str()),
     );
     headers.insert(names.actor.clone(), id.actor.clone());
     headers.insert(names.permissions.clone(), id.permissions.clone());
