@@ -7,7 +7,7 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, HeaderValue};
 use keygate::auth::{extract_credential, Authenticator, IdentityNames, Principal};
-use keygate::cache::{CacheSettings, CachedKey, KeyCache};
+use keygate::cache::{CacheSettings, KeyCache};
 use keygate::config::Config;
 use keygate::key::{KeyFormat, KeyHash};
 use keygate::proxy::headers;
@@ -62,10 +62,6 @@ fn setup(rt: &tokio::runtime::Runtime) -> Setup {
             store,
             settings,
             Arc::new(keygate::metrics::Metrics::new()),
-            Box::new(|l| {
-                let id = keygate::auth::Identity::of(&l);
-                CachedKey::new(l, id)
-            }),
         ));
         let auth = Authenticator::new(&config, cache);
         let secret = secret.expose().to_owned();

@@ -7,7 +7,7 @@
 //! The store is an embedded SQLite file in a temp dir; records are written directly in
 //! batches (no CLI, no audit), since only their number matters here.
 
-use keygate::cache::{CacheSettings, CachedKey, KeyCache};
+use keygate::cache::{CacheSettings, KeyCache};
 use keygate::key::KeyHash;
 use keygate::store::{KeyRecord, KeyState, KeyStore, KeyType};
 use std::sync::Arc;
@@ -80,10 +80,6 @@ async fn scale(n: usize) -> Scale {
         store,
         settings,
         Arc::new(keygate::metrics::Metrics::new()),
-        Box::new(|l| {
-            let identity = keygate::auth::Identity::of(&l);
-            CachedKey::new(l, identity)
-        }),
     ));
     let hashes = (0..n).map(hash).collect();
     Scale {

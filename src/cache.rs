@@ -138,16 +138,12 @@ impl Limits {
     }
 }
 
-/// Builds the cached form of a store answer (the auth module knows the header values).
-pub type Builder = dyn Fn(Lookup) -> CachedKey + Send + Sync;
-
 pub struct KeyCache {
     /// Hashed with a keyed hash (`ahash`) of the sha256's first 8 bytes (see `KeyHash`'s
     /// `Hash`): the key is already uniform, so SipHash over all 32 bytes bought nothing.
     cache: Cache<KeyHash, Entry, ahash::RandomState>,
     store: Arc<dyn KeyStore>,
     limits: Limits,
-    build: Box<Builder>,
     /// Bumped by every eviction; a lookup that saw it change does not cache its answer.
     epoch: AtomicU64,
     lookups: AtomicU64,
@@ -163,12 +159,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl KeyCache {
-    pub fn new(
-        store: Arc<dyn KeyStore>,
-        settings: CacheSettings,
-        metrics: Arc<Metrics>,
-        build: Box<Builder>,
-    ) -> Self {
+    pub fn new(store: Arc<dyn KeyStore>, settings: CacheSettings, metrics: Arc<Metrics>) -> Self {
         let orphaned: Arc<Mutex<Vec<(String, i64)>>> = Arc::default();
         let sink = orphaned.clone();
         // One TTL for every entry, the longest an answer may serve (a known key is kept
@@ -205,7 +196,6 @@ impl KeyCache {
                 negative_ttl: duration_ms(settings.negative_ttl),
                 stale_if_error: duration_ms(settings.stale_if_error),
             },
-            build,
             epoch: AtomicU64::new(0),
             lookups: AtomicU64::new(0),
             orphaned,
@@ -284,7 +274,7 @@ impl KeyCache {
                     Ok(found) => {
                         let prev = current.as_ref().and_then(|c| c.key.clone());
                         let key = found.map(|l| {
-                            let k = (self.build)(l);
+                            let k = CachedKey::new(l);
                             if let Some(p) = prev {
                                 // Keep the unflushed use across the refresh.
                                 k.last_used
@@ -466,11 +456,12 @@ impl KeyCache {
 }
 
 impl CachedKey {
-    /// The cached form of `lookup` (which is dropped: only its facts stay).
-    pub fn new(lookup: Lookup, identity: crate::auth::Identity) -> Self {
+    /// The cached form of `lookup` (which is dropped: only its facts and identity header
+    /// values stay).
+    pub fn new(lookup: Lookup) -> Self {
         CachedKey {
             facts: KeyFacts::of(&lookup),
-            identity,
+            identity: crate::auth::Identity::of(&lookup),
             last_used: AtomicI64::new(0),
             flushed: AtomicI64::new(0),
         }
@@ -493,9 +484,8 @@ mod tests {
             key: fixtures::key("key_a", "acme", &["*"], 0),
             owner: None,
         };
-        let identity = crate::auth::Identity::of(&lookup);
         Entry {
-            key: Some(Arc::new(CachedKey::new(lookup, identity))),
+            key: Some(Arc::new(CachedKey::new(lookup))),
             confirmed_ms,
             retry_ms,
         }

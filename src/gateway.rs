@@ -8,7 +8,7 @@
 use crate::auth::{
     bearer, extract_credential, param_name_is, AuthError, Authenticator, IdentityNames,
 };
-use crate::cache::{CacheSettings, CachedKey, KeyCache};
+use crate::cache::{CacheSettings, KeyCache};
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::metrics::{Metrics, RouteCounters};
@@ -93,15 +93,7 @@ impl Gateway {
             negative_ttl: config.cache.negative_ttl,
             stale_if_error: config.cache.stale_if_error,
         };
-        let cache = Arc::new(KeyCache::new(
-            store,
-            settings,
-            metrics.clone(),
-            Box::new(|l| {
-                let identity = crate::auth::Identity::of(&l);
-                CachedKey::new(l, identity)
-            }),
-        ));
+        let cache = Arc::new(KeyCache::new(store, settings, metrics.clone()));
         Gateway {
             routing: ArcSwap::from_pointee(Routing::new(config)),
             auth: Authenticator::new(config, cache),

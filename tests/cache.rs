@@ -2,7 +2,7 @@
 //! stale answers within `stale_if_error`, one retry per second while the store is down,
 //! errors (503 at the gateway) for keys it never confirmed, recovery when it is back.
 use async_trait::async_trait;
-use keygate::cache::{CacheSettings, CachedKey, KeyCache};
+use keygate::cache::{CacheSettings, KeyCache};
 use keygate::key::{KeyFormat, KeyHash};
 use keygate::metrics::Metrics;
 use keygate::service::{KeyService, NewKey};
@@ -108,15 +108,7 @@ async fn setup(
         negative_ttl: ttl,
         stale_if_error: stale,
     };
-    let cache = KeyCache::new(
-        store.clone(),
-        settings,
-        Arc::new(Metrics::new()),
-        Box::new(|l| {
-            let id = keygate::auth::Identity::of(&l);
-            CachedKey::new(l, id)
-        }),
-    );
+    let cache = KeyCache::new(store.clone(), settings, Arc::new(Metrics::new()));
     (dir, store, cache, secret.expose().to_owned())
 }
 
