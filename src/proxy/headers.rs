@@ -114,19 +114,31 @@ pub fn set_forwarded(
     // read RFC 7239 `Forwarded` or `X-Real-IP` must not see client-chosen values.
     headers.remove(header::FORWARDED);
     headers.remove(X_REAL_IP);
-    // One buffer, handed to the header value without a copy: the earlier hops (several
-    // XFF headers are folded into one list, in order), then the client.
-    let mut xff = String::with_capacity(48);
-    for prev in headers
+    // The earlier hops (several XFF headers are folded into one list, in order), then the
+    // client. The usual case, no earlier hop and an IPv4 client, is built on the stack:
+    // the header value's copy is then its only allocation.
+    let mut prev = headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
-    {
-        xff.push_str(prev);
-        xff.push_str(", ");
-    }
-    push_ip(&mut xff, client);
-    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(xff)) {
+        .peekable();
+    let xff = match (prev.peek(), client) {
+        (None, IpAddr::V4(v4)) => {
+            let mut buf = [0u8; 15];
+            let n = push_ipv4(&mut buf, v4);
+            HeaderValue::from_bytes(&buf[..n])
+        }
+        _ => {
+            let mut xff = String::with_capacity(48);
+            for p in prev {
+                xff.push_str(p);
+                xff.push_str(", ");
+            }
+            push_ip(&mut xff, client);
+            HeaderValue::from_maybe_shared(Bytes::from(xff))
+        }
+    };
+    if let Ok(v) = xff {
         headers.insert(X_FORWARDED_FOR, v);
     }
     headers.insert(
@@ -139,22 +151,14 @@ pub fn set_forwarded(
     };
 }
 
-/// Appends `ip` as text; IPv4 without the formatting machinery (this runs per request).
+/// Appends `ip` as text.
 fn push_ip(out: &mut String, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push('.');
-                }
-                if octet >= 100 {
-                    out.push(char::from(b'0' + octet / 100));
-                }
-                if octet >= 10 {
-                    out.push(char::from(b'0' + octet / 10 % 10));
-                }
-                out.push(char::from(b'0' + octet % 10));
-            }
+            let mut buf = [0u8; 15];
+            let n = push_ipv4(&mut buf, v4);
+            // Digits and dots only.
+            out.push_str(std::str::from_utf8(&buf[..n]).unwrap_or_default());
         }
         IpAddr::V6(_) => {
             let _ = write!(out, "{ip}");
@@ -162,23 +166,58 @@ fn push_ip(out: &mut String, ip: IpAddr) {
     }
 }
 
-/// A request id unique to this process run: a random prefix and a counter. No syscall
-/// and no lock per request.
+/// Writes `ip` in dotted decimal without the formatting machinery (this runs per
+/// request); returns the length (at most 15).
+fn push_ipv4(out: &mut [u8; 15], ip: std::net::Ipv4Addr) -> usize {
+    let mut n = 0;
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            out[n] = b'.';
+            n += 1;
+        }
+        if octet >= 100 {
+            out[n] = b'0' + octet / 100;
+            n += 1;
+        }
+        if octet >= 10 {
+            out[n] = b'0' + octet / 10 % 10;
+            n += 1;
+        }
+        out[n] = b'0' + octet % 10;
+        n += 1;
+    }
+    n
+}
+
+/// A request id unique to this process run: a random prefix and a counter, in hex. No
+/// syscall, no lock and one allocation per request (the header value's own).
 pub fn new_request_id() -> HeaderValue {
-    static PREFIX: OnceLock<String> = OnceLock::new();
+    static PREFIX: OnceLock<[u8; 12]> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(1);
     let prefix = PREFIX.get_or_init(|| {
         let mut b = [0u8; 6];
         // A failed CSPRNG only makes ids less unique across restarts; still unique within.
         let _ = getrandom::getrandom(&mut b);
-        b.iter().map(|x| format!("{x:02x}")).collect()
+        let mut hex = [0u8; 12];
+        for (i, x) in b.iter().enumerate() {
+            hex[2 * i] = HEX[usize::from(x >> 4)];
+            hex[2 * i + 1] = HEX[usize::from(x & 0xf)];
+        }
+        hex
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut id = String::with_capacity(prefix.len() + 17);
-    let _ = write!(id, "{prefix}-{n:x}");
-    HeaderValue::from_maybe_shared(Bytes::from(id))
-        .unwrap_or_else(|_| HeaderValue::from_static("0"))
+    // `prefix-counter`, the counter without leading zeros (at most 16 digits).
+    let mut id = [0u8; 12 + 1 + 16];
+    id[..12].copy_from_slice(prefix);
+    id[12] = b'-';
+    let digits = (16 - n.leading_zeros() as usize / 4).max(1);
+    for i in 0..digits {
+        id[13 + i] = HEX[((n >> (4 * (digits - 1 - i))) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&id[..13 + digits]).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// The client's request id (kept when sane) or a new one.
 pub fn request_id(headers: &HeaderMap) -> HeaderValue {
@@ -239,6 +278,22 @@ mod tests {
     }
 
     #[test]
+    fn forwarded_for_without_earlier_hops() {
+        for (ip, text) in [
+            ("10.20.100.255", "10.20.100.255"),
+            ("255.255.255.255", "255.255.255.255"),
+            ("::1", "::1"),
+        ] {
+            let mut h = HeaderMap::new();
+            set_forwarded(&mut h, ip.parse().expect("ip"), true, None);
+            assert_eq!(
+                h.get(X_FORWARDED_FOR).map(|v| v.as_bytes()),
+                Some(text.as_bytes())
+            );
+        }
+    }
+
+    #[test]
     fn ip_text() {
         for ip in [
             "0.0.0.0",
@@ -281,6 +336,20 @@ mod tests {
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 2);
         assert!(!h.contains_key(header::UPGRADE));
+    }
+
+    #[test]
+    fn request_ids_are_prefix_dash_counter_in_hex() {
+        let a = new_request_id();
+        let b = new_request_id();
+        let (pa, na) = a.to_str().expect("ascii").split_once('-').expect("dash");
+        let (pb, nb) = b.to_str().expect("ascii").split_once('-').expect("dash");
+        assert_eq!(pa, pb);
+        assert_eq!(pa.len(), 12);
+        assert!(pa.bytes().all(|c| c.is_ascii_hexdigit()));
+        let na = u64::from_str_radix(na, 16).expect("hex counter");
+        let nb = u64::from_str_radix(nb, 16).expect("hex counter");
+        assert!(nb > na, "{na} then {nb}");
     }
 
     #[test]
