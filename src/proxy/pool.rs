@@ -78,6 +78,9 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 struct Conn {
     tx: SendRequest<Incoming>,
     io: Option<Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>>,
+    /// The last drive left wake-ups to a task behind (hyper keeps the last waker it was
+    /// given in several places: the socket, the request channel, the body channel).
+    wakes: bool,
 }
 
 impl Conn {
@@ -85,6 +88,20 @@ impl Conn {
     /// body frames over), its wake-ups going to `cx`. False once the connection has ended;
     /// a request still waiting then gets its error.
     fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        self.wakes = true;
+        self.poll_io(cx)
+    }
+
+    /// `drive` with no task to wake: for when whoever holds the connection will drive it
+    /// again before waiting on it. Without this, the wake-ups hyper kept would later wake
+    /// the task that drove it last, for nothing (a request sent on the connection wakes
+    /// it, and so does the body frame the client takes).
+    fn drive_quietly(&mut self) -> bool {
+        self.wakes = false;
+        self.poll_io(&mut Context::from_waker(Waker::noop()))
+    }
+
+    fn poll_io(&mut self, cx: &mut Context<'_>) -> bool {
         let Some(io) = &mut self.io else {
             return false;
         };
@@ -103,9 +120,10 @@ impl Conn {
     /// Whether a request can be sent now, asked without leaving a wake-up behind (an idle
     /// connection wakes nobody); `None` when that needs waiting.
     fn ready_now(&mut self) -> Option<bool> {
-        let mut quiet = Context::from_waker(Waker::noop());
-        self.drive(&mut quiet);
-        match self.tx.poll_ready(&mut quiet) {
+        if self.wakes || !self.tx.is_ready() {
+            self.drive_quietly();
+        }
+        match self.tx.poll_ready(&mut Context::from_waker(Waker::noop())) {
             Poll::Ready(r) => Some(r.is_ok()),
             Poll::Pending => None,
         }
@@ -117,9 +135,6 @@ impl Conn {
     /// if the upstream closed it meanwhile, driving it for the send notices that first and
     /// hands the request back unsent, to be sent on another connection.
     async fn ready(&mut self) -> bool {
-        if self.tx.is_ready() {
-            return true;
-        }
         if let Some(ready) = self.ready_now() {
             return ready;
         }
@@ -136,13 +151,23 @@ impl Conn {
         req: Request<Incoming>,
     ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Incoming>>> {
         let mut response = pin!(self.tx.try_send_request(req));
+        let mut written = false;
         poll_fn(|cx| {
+            // Only driving the connection answers the request, so the answer is asked
+            // without a waker. Once the request is written, the drive that brings the
+            // answer is quiet too: the body is read next, and reading it drives the
+            // connection itself when it needs more.
+            let mut quiet = Context::from_waker(Waker::noop());
+            if written {
+                self.drive_quietly();
+                if let Poll::Ready(head) = response.as_mut().poll(&mut quiet) {
+                    return Poll::Ready(head);
+                }
+            }
+            // Write the request, or wait for the upstream: woken by the connection.
+            written = true;
             self.drive(cx);
-            // Only driving the connection answers the request, and it is driven just above
-            // on every wake-up: asked without a waker, so the answer wakes nobody.
-            response
-                .as_mut()
-                .poll(&mut Context::from_waker(Waker::noop()))
+            response.as_mut().poll(&mut quiet)
         })
         .await
     }
@@ -229,11 +254,6 @@ impl Target {
     /// drives it to the end of the upload and then returns it, so no request ever waits
     /// behind someone else's upload.
     fn give_back(self: Arc<Self>, mut conn: Box<Conn>) {
-        // Usually the drive that read the end of the body already made it ready.
-        if conn.tx.is_ready() {
-            self.put_back(conn);
-            return;
-        }
         match conn.ready_now() {
             Some(true) => self.put_back(conn),
             Some(false) => {}
@@ -278,6 +298,7 @@ impl Target {
         Ok(Box::new(Conn {
             tx,
             io: Some(Box::pin(conn.with_upgrades())),
+            wakes: false,
         }))
     }
 
