@@ -22,6 +22,14 @@ pub mod server;
 pub mod service;
 pub mod store;
 
+/// mimalloc for every allocation of the process (the gateway, and the benches and tests that
+/// link this library, so that what is measured is what ships). A proxied request allocates
+/// and frees about a dozen times (read buffers, header values, timers): glibc's malloc and
+/// free were about 3,100 of its ~43,000 instructions, mimalloc's are about 2,100
+/// (benches/RESULTS.md, fourth pass).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Resolves on SIGTERM or Ctrl-C (SIGINT).
 pub async fn shutdown_signal() {
     #[cfg(unix)]
