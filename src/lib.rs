@@ -25,7 +25,7 @@ pub mod store;
 /// mimalloc for every allocation of the process (the gateway, and the benches and tests that
 /// link this library, so that what is measured is what ships). A proxied request allocates
 /// and frees about a dozen times (read buffers, header values, timers): glibc's malloc and
-/// free were about 3,100 of its ~43,000 instructions, mimalloc's are about 2,100
+/// free were about 3,100 of its ~43,000 instructions, mimalloc's (v2) about 1,300
 /// (benches/RESULTS.md, fourth pass).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
