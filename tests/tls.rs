@@ -1,0 +1,170 @@
+//! The listener over TLS (`tls: { cert, key }`): a client that trusts the certificate's CA
+//! gets its answer over HTTPS, the upstream is told `X-Forwarded-Proto: https`, and
+//! plain HTTP (or garbage) on the TLS port ends that connection only.
+//! The certificates are made per test with `openssl` (installed by `scripts/test`).
+
+mod support;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use support::*;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use tokio_rustls::TlsConnector;
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let status = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl must be installed to make the TLS test's certificates");
+    assert!(status.success(), "openssl {args:?}");
+}
+
+/// A test CA (`ca.crt`) and a certificate for 127.0.0.1 signed by it (`srv.crt`,
+/// `srv.key`), in `dir`.
+fn make_certificates(dir: &Path) {
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    let run = |line: &str| openssl(dir, &line.split(' ').collect::<Vec<_>>());
+    run(&format!(
+        "req -x509 {ec} -keyout ca.key -out ca.crt -days 2 -subj /CN=keygate-test-CA"
+    ));
+    run(&format!(
+        "req {ec} -keyout srv.key -out srv.csr -subj /CN=127.0.0.1"
+    ));
+    std::fs::write(dir.join("ext"), "subjectAltName=IP:127.0.0.1\n").expect("write ext");
+    run("x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out srv.crt -days 2 -extfile ext");
+}
+
+/// A client config that trusts only the test CA, speaking HTTP/1.1.
+fn client_config(dir: &Path) -> Arc<ClientConfig> {
+    let pem = std::fs::read(dir.join("ca.crt")).expect("read ca.crt");
+    let mut roots = RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(cert.expect("ca.crt parses")).expect("add the CA");
+    }
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut cfg = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("default versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(cfg)
+}
+
+/// GET `path` with `key` over HTTPS; the status and the body.
+async fn https_get(
+    gw: &TestGateway,
+    tls: &Arc<ClientConfig>,
+    path: &str,
+    key: &str,
+) -> (u16, Bytes) {
+    let tcp = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    let name = ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+    let stream = TlsConnector::from(tls.clone())
+        .connect(name, tcp)
+        .await
+        .expect("the TLS handshake succeeds with a client that trusts the CA");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .uri(path)
+        .header("host", format!("127.0.0.1:{}", gw.addr.port()))
+        .header("authorization", bearer(key))
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("response");
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, body)
+}
+
+async fn tls_gateway(dir: &Path) -> TestGateway {
+    let (cert, key) = (dir.join("srv.crt"), dir.join("srv.key"));
+    TestGateway::start_with(move |yaml| {
+        format!(
+            "{yaml}tls: {{ cert: \"{}\", key: \"{}\" }}\n",
+            cert.display(),
+            key.display()
+        )
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_answers_and_the_upstream_hears_https() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    make_certificates(certs.path());
+    let gw = tls_gateway(certs.path()).await;
+    let (_, key) = gw.create_key(&["--org", "acme", "--role", "viewer"]);
+    let tls = client_config(certs.path());
+
+    let (status, body) = https_get(&gw, &tls, "/v1/models", &key).await;
+    assert_eq!(status, 200, "{body:?}");
+    let echoed: serde_json::Value = serde_json::from_slice(&body).expect("the echo's JSON");
+    let h = &echoed["headers"];
+    assert_eq!(h["x-forwarded-proto"], "https");
+    assert_eq!(h["x-keygate-org"], "acme");
+    assert!(h.get("authorization").is_none(), "the key is not forwarded");
+
+    // Refusals come over TLS too.
+    let (status, body) = https_get(&gw, &tls, "/v1/models", "kg_notarealkey").await;
+    assert_eq!(status, 401, "{body:?}");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_or_garbage_on_the_tls_port_ends_only_that_connection() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    make_certificates(certs.path());
+    let gw = tls_gateway(certs.path()).await;
+    let (_, key) = gw.create_key(&["--org", "acme", "--role", "viewer"]);
+
+    // Plain HTTP: not a TLS ClientHello, so the handshake fails and the connection is
+    // closed without an HTTP answer (nothing in clear text comes back).
+    let plain = raw_exchange(
+        gw.addr,
+        b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    )
+    .await;
+    assert!(
+        !plain.starts_with(b"HTTP/"),
+        "no clear-text answer on the TLS port: {:?}",
+        String::from_utf8_lossy(&plain)
+    );
+    let garbage: Vec<u8> = (0..4096u32).map(|i| (i * 37 % 251) as u8).collect();
+    let _ = raw_exchange(gw.addr, &garbage).await;
+
+    // A client that does not trust the CA is refused at the handshake.
+    let tcp = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    let untrusting = {
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("default versions")
+            .with_root_certificates(RootCertStore::empty())
+            .with_no_client_auth()
+    };
+    let name = ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+    assert!(TlsConnector::from(Arc::new(untrusting))
+        .connect(name, tcp)
+        .await
+        .is_err());
+
+    // The listener still serves.
+    let (status, _) = https_get(&gw, &client_config(certs.path()), "/v1/models", &key).await;
+    assert_eq!(status, 200);
+    gw.stop().await;
+}
