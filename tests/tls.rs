@@ -1,6 +1,8 @@
-//! The listener over TLS (`tls: { cert, key }`): a client that trusts the certificate's CA
-//! gets its answer over HTTPS, the upstream is told `X-Forwarded-Proto: https`, and
-//! plain HTTP (or garbage) on the TLS port ends that connection only.
+//! TLS on both sides. The listener (`tls: { cert, key }`): a client that trusts the
+//! certificate's CA gets its answer over HTTPS, the upstream is told
+//! `X-Forwarded-Proto: https`, and plain HTTP (or garbage) on the TLS port ends that
+//! connection only. An https upstream with a private CA (`ca:`): reached, its connection
+//! kept alive; without `ca` (the public roots) its certificate is refused: 502.
 //! The certificates are made per test with `openssl` (installed by `scripts/test`).
 
 mod support;
@@ -9,6 +11,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use support::*;
 use tokio_rustls::rustls::pki_types::ServerName;
@@ -166,5 +169,106 @@ async fn plain_http_or_garbage_on_the_tls_port_ends_only_that_connection() {
     // The listener still serves.
     let (status, _) = https_get(&gw, &client_config(certs.path()), "/v1/models", &key).await;
     assert_eq!(status, 200);
+    gw.stop().await;
+}
+
+/// An https upstream on 127.0.0.1 with the test CA's certificate, answering `tls ok` to
+/// every request; its address and its count of accepted TLS connections.
+async fn https_upstream(dir: &Path) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let cert_pem = std::fs::read(dir.join("srv.crt")).expect("srv.crt");
+    let key_pem = std::fs::read(dir.join("srv.key")).expect("srv.key");
+    let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .expect("srv.crt parses");
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .expect("srv.key parses")
+        .expect("a key");
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let cfg = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("default versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let count = count.clone();
+            tokio::spawn(async move {
+                // A refused handshake (the gateway without `ca`) ends here.
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(Bytes::from_static(b"tls ok")),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_upstream_with_a_private_ca_is_reached_and_kept_alive() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    make_certificates(certs.path());
+    let (upstream, accepted) = https_upstream(certs.path()).await;
+    let ca = certs.path().join("ca.crt");
+    let gw = TestGateway::start_with(move |yaml| {
+        yaml.lines()
+            .map(|l| {
+                if l.trim_start().starts_with("api:") {
+                    format!(
+                        "  api: {{ targets: [\"https://{upstream}\"], ca: \"{}\", connect_timeout: 1s, timeout: 2s }}\n  \
+                         public: {{ targets: [\"https://{upstream}\"], connect_timeout: 1s, timeout: 2s }}",
+                        ca.display()
+                    )
+                } else if l.trim_start().starts_with("- { path: /dead") {
+                    format!("{l}\n  - {{ path: /public-roots, upstream: public }}")
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+    .await;
+    let (_, key) = gw.create_key(&["--org", "acme", "--role", "viewer"]);
+    for i in 0..5 {
+        let r = get(&gw.url("/v1/models"), &[("authorization", &bearer(&key))]).await;
+        assert_eq!(
+            (r.status.as_u16(), &r.body[..]),
+            (200, &b"tls ok"[..]),
+            "{i}"
+        );
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one TLS connection serves request after request"
+    );
+
+    // The same upstream checked against the public roots: its certificate is not trusted.
+    let r = get(
+        &gw.url("/public-roots"),
+        &[("authorization", &bearer(&key))],
+    )
+    .await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.code(), "upstream_unavailable");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
     gw.stop().await;
 }

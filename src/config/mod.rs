@@ -12,7 +12,9 @@ use raw::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio_rustls::rustls::pki_types::CertificateDer;
 
 /// Everything wrong with a config file, each line naming the field.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +112,9 @@ pub struct UpstreamConfig {
     pub targets: Vec<http::Uri>,
     pub connect_timeout: Duration,
     pub timeout: Duration,
+    /// The CA certificates https targets are checked against (read from `ca` when the
+    /// config is loaded); `None`: the public webpki roots.
+    pub ca: Option<Arc<[CertificateDer<'static>]>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -543,7 +548,6 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }
         let up = UpstreamConfig {
             name: name.clone(),
-            targets,
             connect_timeout: e.bounded(
                 &format!("{field}.connect_timeout"),
                 u.connect_timeout.as_deref(),
@@ -556,6 +560,14 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
                 DEFAULT_UPSTREAM_TIMEOUT,
                 Duration::from_secs(86_400),
             ),
+            ca: u.ca.as_deref().and_then(|path| {
+                let field = format!("{field}.ca");
+                if !targets.iter().any(|t| t.scheme_str() == Some("https")) {
+                    e.push(&field, "is only used by https targets, and there is none");
+                }
+                read_ca(path).map_err(|why| e.push(&field, why)).ok()
+            }),
+            targets,
         };
         upstream_index.insert(name, upstreams.len());
         upstreams.push(up);
@@ -726,6 +738,25 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
 
 #[cfg(test)]
 mod tests;
+
+/// The CA certificates of an upstream's `ca` file: PEM, at least one certificate, each
+/// one rustls accepts as a root.
+fn read_ca(path: &str) -> Result<Arc<[CertificateDer<'static>]>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read `{path}`: {e}"))?;
+    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("`{path}` is not PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("`{path}` holds no certificate"));
+    }
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    for cert in &certs {
+        roots
+            .add(cert.clone())
+            .map_err(|e| format!("`{path}`: a certificate is not usable as a CA: {e}"))?;
+    }
+    Ok(certs.into())
+}
 
 /// Whether an https target's host can name the server for TLS (a DNS name or an IP).
 fn tls_name_ok(uri: &http::Uri) -> bool {

@@ -144,6 +144,9 @@ pub struct RawUpstream {
     pub connect_timeout: Option<String>,
     /// Time allowed for the upstream's response headers.
     pub timeout: Option<String>,
+    /// PEM file of the CA certificate(s) that https targets are checked against, instead
+    /// of the public (webpki) roots: for upstreams with certificates from a private CA.
+    pub ca: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

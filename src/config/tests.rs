@@ -98,6 +98,10 @@ fn upstream_and_route_defaults() {
     assert_eq!(u.name, "api");
     assert_eq!(u.connect_timeout, Duration::from_secs(2));
     assert_eq!(u.timeout, Duration::from_secs(30));
+    assert!(
+        u.ca.is_none(),
+        "https targets are checked against the public roots"
+    );
     assert_eq!(
         u.targets,
         vec!["http://127.0.0.1:9000".parse::<http::Uri>().expect("uri")]
@@ -110,6 +114,37 @@ fn upstream_and_route_defaults() {
     assert!(r.permissions.is_empty());
     assert_eq!(r.workspace, None);
     assert_eq!(c.route_upstream(r).name, "api");
+}
+
+#[test]
+fn an_upstream_ca_file_is_read_when_the_config_is() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("missing.pem");
+    let no_cert = dir.path().join("no-cert.pem");
+    std::fs::write(&no_cert, "not a certificate\n").expect("write");
+    let with_ca = |target: &str, ca: &std::path::Path| {
+        format!(
+            "upstreams:\n  api: {{ targets: [\"{target}\"], ca: \"{}\" }}\nroutes:\n  - {{ path: /, upstream: api }}\n",
+            ca.display()
+        )
+    };
+    let e = one_error(
+        &with_ca("https://127.0.0.1:9443", &missing),
+        "upstreams.api.ca",
+    );
+    assert!(e.contains("cannot read"), "{e}");
+    let e = one_error(
+        &with_ca("https://127.0.0.1:9443", &no_cert),
+        "upstreams.api.ca",
+    );
+    assert!(e.contains("no certificate"), "{e}");
+    // A CA for an upstream with no https target is a mistake, said as one.
+    let errs = errors(&with_ca("http://127.0.0.1:9000", &no_cert));
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("upstreams.api.ca: is only used by https")),
+        "{errs:?}"
+    );
 }
 
 #[test]

@@ -15,6 +15,8 @@ use pool::{PoolError, PooledBody, Target};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use tokio_rustls::rustls::pki_types::CertificateDer;
+use tokio_rustls::rustls::RootCertStore;
 use tokio_rustls::TlsConnector;
 
 #[derive(Debug, thiserror::Error)]
@@ -39,23 +41,36 @@ impl ProxyError {
     }
 }
 
-/// TLS to upstreams: rustls with the ring provider and the webpki roots, HTTP/1.1. Made
-/// once per process.
-fn tls_connector() -> TlsConnector {
-    static CONNECTOR: OnceLock<TlsConnector> = OnceLock::new();
-    CONNECTOR
-        .get_or_init(|| {
-            use hyper_rustls::ConfigBuilderExt;
-            let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-            let mut cfg = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .expect("ring supports the default protocol versions")
-                .with_webpki_roots()
-                .with_no_client_auth();
-            cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-            TlsConnector::from(Arc::new(cfg))
-        })
-        .clone()
+/// TLS to upstreams: rustls with the ring provider, HTTP/1.1, checked against the webpki
+/// roots (made once per process) or, for an upstream with `ca`, against those CAs only.
+fn tls_connector(ca: Option<&[CertificateDer<'static>]>) -> TlsConnector {
+    use hyper_rustls::ConfigBuilderExt;
+    static PUBLIC: OnceLock<TlsConnector> = OnceLock::new();
+    let builder = || {
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions")
+    };
+    let connector = |mut cfg: tokio_rustls::rustls::ClientConfig| {
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        TlsConnector::from(Arc::new(cfg))
+    };
+    match ca {
+        // Config validation checked that every one is usable as a root.
+        Some(certs) => {
+            let mut roots = RootCertStore::empty();
+            roots.add_parsable_certificates(certs.iter().cloned());
+            connector(
+                builder()
+                    .with_root_certificates(roots)
+                    .with_no_client_auth(),
+            )
+        }
+        None => PUBLIC
+            .get_or_init(|| connector(builder().with_webpki_roots().with_no_client_auth()))
+            .clone(),
+    }
 }
 
 pub struct Upstream {
@@ -67,7 +82,7 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn new(cfg: &UpstreamConfig) -> Self {
-        let tls = tls_connector();
+        let tls = tls_connector(cfg.ca.as_deref());
         let targets = cfg
             .targets
             .iter()
