@@ -5,6 +5,7 @@ mod support;
 use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::time::Duration;
 use support::*;
@@ -244,5 +245,92 @@ async fn garbage_on_the_socket_does_not_hurt() {
     drop(open);
     let r = get(&gw.url("/v1/models"), &[("authorization", &bearer(&key))]).await;
     assert_eq!(r.status, 200);
+    gw.stop().await;
+}
+
+/// A gateway whose `api` upstream gives up on a response body after `idle` of silence.
+async fn gateway_with_idle_timeout(idle: &str) -> TestGateway {
+    let idle = idle.to_owned();
+    TestGateway::start_with(move |yaml| {
+        yaml.replace(
+            "  api: { targets: [",
+            &format!("  api: {{ idle_timeout: {idle}, targets: ["),
+        )
+    })
+    .await
+}
+
+/// Sends GET /stream and returns the response body (the head is in before any chunk).
+async fn open_stream(gw: &TestGateway, key: &str) -> Incoming {
+    let tcp = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .uri("/stream")
+        .header("host", gw.addr.to_string())
+        .header("authorization", bearer(key))
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let resp = tokio::time::timeout(HANG, sender.send_request(req))
+        .await
+        .expect("response head")
+        .expect("response");
+    assert_eq!(resp.status(), 200);
+    resp.into_body()
+}
+
+/// The next data frame's text (a guard against a hang, not a timing check).
+async fn next_text(body: &mut Incoming) -> Result<String, String> {
+    loop {
+        match tokio::time::timeout(HANG, body.frame()).await {
+            Err(_) => return Err("no frame and no end".into()),
+            Ok(None) => return Err("end of body".into()),
+            Ok(Some(Err(e))) => return Err(format!("body error: {e}")),
+            Ok(Some(Ok(f))) if f.is_data() && !frame_text(&f).is_empty() => {
+                return Ok(frame_text(&f))
+            }
+            Ok(Some(Ok(_))) => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_body_the_upstream_stops_sending_ends_after_idle_timeout() {
+    let gw = gateway_with_idle_timeout("300ms").await;
+    let (_id, key) = gw.create_key(&["--org", "acme", "--role", "viewer"]);
+    let mut body = open_stream(&gw, &key).await;
+    gw.upstream.release.send(()).await.expect("release");
+    assert_eq!(next_text(&mut body).await, Ok("chunk-0\n".to_owned()));
+    // No more releases: the upstream goes quiet. The client's body breaks off (its
+    // connection is closed) instead of hanging on for ever.
+    let rest = next_text(&mut body).await;
+    assert!(
+        rest.as_ref().is_err_and(|e| e.starts_with("body error")),
+        "{rest:?}"
+    );
+    // The gateway still serves.
+    let r = get(&gw.url("/v1/models"), &[("authorization", &bearer(&key))]).await;
+    assert_eq!(r.status, 200);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_that_keeps_coming_outlives_idle_timeout() {
+    // Chunks 500 ms apart against an idle timeout of 800 ms: the whole stream (1 s) is
+    // longer than the timeout, each silence shorter. Each chunk moves the deadline on.
+    let gw = gateway_with_idle_timeout("800ms").await;
+    let (_id, key) = gw.create_key(&["--org", "acme", "--role", "viewer"]);
+    let mut body = open_stream(&gw, &key).await;
+    for i in 0..3 {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        gw.upstream.release.send(()).await.expect("release");
+        assert_eq!(next_text(&mut body).await, Ok(format!("chunk-{i}\n")));
+    }
     gw.stop().await;
 }

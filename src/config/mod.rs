@@ -112,6 +112,8 @@ pub struct UpstreamConfig {
     pub targets: Vec<http::Uri>,
     pub connect_timeout: Duration,
     pub timeout: Duration,
+    /// Longest wait for the next piece of a response body.
+    pub idle_timeout: Duration,
     /// The CA certificates https targets are checked against (read from `ca` when the
     /// config is loaded); `None`: the public webpki roots.
     pub ca: Option<Arc<[CertificateDer<'static>]>>,
@@ -558,6 +560,12 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
                 &format!("{field}.timeout"),
                 u.timeout.as_deref(),
                 DEFAULT_UPSTREAM_TIMEOUT,
+                Duration::from_secs(86_400),
+            ),
+            idle_timeout: e.bounded(
+                &format!("{field}.idle_timeout"),
+                u.idle_timeout.as_deref(),
+                DEFAULT_IDLE_TIMEOUT,
                 Duration::from_secs(86_400),
             ),
             ca: u.ca.as_deref().and_then(|path| {

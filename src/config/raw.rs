@@ -17,6 +17,9 @@ pub const DEFAULT_KEY_PREFIX: &str = "kg";
 pub const DEFAULT_IDENTITY_PREFIX: &str = "x-keygate-";
 pub const DEFAULT_CONNECT_TIMEOUT: &str = "2s";
 pub const DEFAULT_UPSTREAM_TIMEOUT: &str = "30s";
+/// Between two pieces of a response body: long enough for streams that send a keep-alive
+/// every 15-30 s (SSE), as Kong's `read_timeout` (60 s).
+pub const DEFAULT_IDLE_TIMEOUT: &str = "60s";
 pub const DEFAULT_HEADER_READ_TIMEOUT: &str = "10s";
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
 pub const DEFAULT_DRAIN_TIMEOUT: &str = "30s";
@@ -144,6 +147,8 @@ pub struct RawUpstream {
     pub connect_timeout: Option<String>,
     /// Time allowed for the upstream's response headers.
     pub timeout: Option<String>,
+    /// Longest wait for the next piece of a response body, once it has started.
+    pub idle_timeout: Option<String>,
     /// PEM file of the CA certificate(s) that https targets are checked against, instead
     /// of the public (webpki) roots: for upstreams with certificates from a private CA.
     pub ca: Option<String>,

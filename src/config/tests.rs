@@ -98,6 +98,7 @@ fn upstream_and_route_defaults() {
     assert_eq!(u.name, "api");
     assert_eq!(u.connect_timeout, Duration::from_secs(2));
     assert_eq!(u.timeout, Duration::from_secs(30));
+    assert_eq!(u.idle_timeout, Duration::from_secs(60));
     assert!(
         u.ca.is_none(),
         "https targets are checked against the public roots"
@@ -188,6 +189,10 @@ fn timers_must_be_above_zero_and_bounded() {
     one_error(
         "upstreams:\n  api: { targets: [\"http://a:1\"], timeout: 0s }\n",
         "upstreams.api.timeout",
+    );
+    one_error(
+        "upstreams:\n  api: { targets: [\"http://a:1\"], idle_timeout: 0s }\n",
+        "upstreams.api.idle_timeout",
     );
 }
 

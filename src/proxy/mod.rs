@@ -87,7 +87,13 @@ impl Upstream {
             .targets
             .iter()
             .filter_map(|u| {
-                let t = Target::new(u.scheme()?, u.authority()?, &tls, cfg.connect_timeout);
+                let t = Target::new(
+                    u.scheme()?,
+                    u.authority()?,
+                    &tls,
+                    cfg.connect_timeout,
+                    cfg.idle_timeout,
+                );
                 if t.is_none() {
                     // Config validation refuses such targets; this only guards the request
                     // path from a target it could never reach.

@@ -186,6 +186,8 @@ pub struct Target {
     pub host: HeaderValue,
     tls: Option<(TlsConnector, ServerName<'static>)>,
     connect_timeout: Duration,
+    /// Longest wait for the next piece of a response body.
+    idle_timeout: Duration,
     /// Oldest at the front; taken and returned at the back.
     idle: Mutex<VecDeque<Idle>>,
 }
@@ -198,6 +200,7 @@ impl Target {
         authority: &Authority,
         tls: &TlsConnector,
         connect_timeout: Duration,
+        idle_timeout: Duration,
     ) -> Option<Target> {
         let https = scheme == &Scheme::HTTPS;
         let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
@@ -219,6 +222,7 @@ impl Target {
             host: HeaderValue::from_str(&host_header).ok()?,
             tls,
             connect_timeout,
+            idle_timeout,
             idle: Mutex::new(VecDeque::new()),
         })
     }
@@ -342,6 +346,9 @@ impl Target {
                         body: incoming,
                         back: Some((conn, Arc::clone(self))),
                         reusable,
+                        idle_timeout: self.idle_timeout,
+                        idle: None,
+                        progress: false,
                     };
                     if body.body.is_end_stream() {
                         // No body to wait for (HEAD, 204, 304, empty): free at once.
@@ -368,17 +375,52 @@ impl Target {
     }
 }
 
-/// The upstream's response body; drives its connection while it streams, and gives it
-/// back to the pool at the end.
+/// The upstream's response body; drives its connection while it streams, gives it back
+/// to the pool at the end, and ends in an error when the upstream sends nothing more for
+/// `idle_timeout`.
 pub struct PooledBody {
     body: Incoming,
     /// The connection (driven while the body streams) and where it goes back.
     back: Option<(Box<Conn>, Arc<Target>)>,
     /// False after a protocol switch: the connection belongs to the upgrade.
     reusable: bool,
+    idle_timeout: Duration,
+    /// Armed the first time the body has to wait (a body that arrives with its head never
+    /// needs one); moved on when it waits again after a frame came.
+    idle: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A frame came since the timer was last set.
+    progress: bool,
 }
 
+/// The upstream went quiet in the middle of a response body.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream sent nothing more of the response body for {0:?}")]
+pub struct BodyIdle(Duration);
+
 impl PooledBody {
+    /// Nothing to read yet: pending, unless the upstream has been quiet for `idle_timeout`
+    /// (then the body ends in an error and its connection is dropped).
+    fn wait(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let deadline = tokio::time::Instant::now() + self.idle_timeout;
+        let moved_on = std::mem::take(&mut self.progress);
+        let timer = match &mut self.idle {
+            Some(timer) => {
+                if moved_on {
+                    timer.as_mut().reset(deadline);
+                }
+                timer
+            }
+            None => self
+                .idle
+                .insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.back = None;
+        Poll::Ready(Some(Err(Box::new(BodyIdle(self.idle_timeout)))))
+    }
+
     fn give_back(&mut self) {
         if let Some((conn, target)) = self.back.take() {
             if self.reusable {
@@ -390,12 +432,12 @@ impl PooledBody {
 
 impl Body for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         // What arrived with the head is already in the body: taken without driving the
         // connection (and without a waker, so that handing more over wakes nobody). Else
@@ -416,9 +458,11 @@ impl Body for PooledBody {
             }
             // A broken body leaves the connection in an unknown state: never reused.
             Poll::Ready(Some(Err(_))) => this.back = None,
+            Poll::Pending => return this.wait(cx),
             _ => {}
         }
-        polled
+        this.progress = true;
+        polled.map(|frame| frame.map(|r| r.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {
