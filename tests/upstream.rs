@@ -50,24 +50,7 @@ async fn streamed_response_arrives_chunk_by_chunk() {
     let gw = TestGateway::start().await;
     let (_id, key) = gw.create_key(&["--org", "acme", "--role", "viewer"]);
 
-    let tcp = tokio::net::TcpStream::connect(gw.addr)
-        .await
-        .expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
-    let req = Request::builder()
-        .uri("/stream")
-        .header("host", gw.addr.to_string())
-        .header("authorization", bearer(&key))
-        .body(Empty::<Bytes>::new())
-        .expect("request");
-    let resp = tokio::time::timeout(HANG, sender.send_request(req))
-        .await
-        .expect("response head before any chunk is released")
-        .expect("response");
-    assert_eq!(resp.status(), 200);
+    let resp = open_stream(&gw, &key).await;
     assert!(resp.headers().contains_key("x-request-id"));
     let mut body = resp.into_body();
 
@@ -260,8 +243,9 @@ async fn gateway_with_idle_timeout(idle: &str) -> TestGateway {
     .await
 }
 
-/// Sends GET /stream and returns the response body (the head is in before any chunk).
-async fn open_stream(gw: &TestGateway, key: &str) -> Incoming {
+/// Sends GET /stream and returns the response: its head comes before any chunk is
+/// released (a gateway that buffered the body would not hand it over).
+async fn open_stream(gw: &TestGateway, key: &str) -> hyper::Response<Incoming> {
     let tcp = tokio::net::TcpStream::connect(gw.addr)
         .await
         .expect("connect");
@@ -277,10 +261,10 @@ async fn open_stream(gw: &TestGateway, key: &str) -> Incoming {
         .expect("request");
     let resp = tokio::time::timeout(HANG, sender.send_request(req))
         .await
-        .expect("response head")
+        .expect("response head before any chunk is released")
         .expect("response");
     assert_eq!(resp.status(), 200);
-    resp.into_body()
+    resp
 }
 
 /// The next data frame's text (a guard against a hang, not a timing check).
@@ -302,7 +286,7 @@ async fn next_text(body: &mut Incoming) -> Result<String, String> {
 async fn a_body_the_upstream_stops_sending_ends_after_idle_timeout() {
     let gw = gateway_with_idle_timeout("300ms").await;
     let (_id, key) = gw.create_key(&["--org", "acme", "--role", "viewer"]);
-    let mut body = open_stream(&gw, &key).await;
+    let mut body = open_stream(&gw, &key).await.into_body();
     gw.upstream.release.send(()).await.expect("release");
     assert_eq!(next_text(&mut body).await, Ok("chunk-0\n".to_owned()));
     // No more releases: the upstream goes quiet. The client's body breaks off (its
@@ -324,7 +308,7 @@ async fn a_body_that_keeps_coming_outlives_idle_timeout() {
     // longer than the timeout, each silence shorter. Each chunk moves the deadline on.
     let gw = gateway_with_idle_timeout("800ms").await;
     let (_id, key) = gw.create_key(&["--org", "acme", "--role", "viewer"]);
-    let mut body = open_stream(&gw, &key).await;
+    let mut body = open_stream(&gw, &key).await.into_body();
     for i in 0..3 {
         if i > 0 {
             tokio::time::sleep(Duration::from_millis(500)).await;
