@@ -3,7 +3,7 @@
 //! loosely typed here (durations and addresses are strings); `validate` turns them into
 //! typed values and names the field of every error.
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -109,6 +109,7 @@ pub struct RawStore {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCache {
+    #[serde(default, deserialize_with = "scalar_or_text")]
     pub max_entries: Option<u64>,
     pub ttl: Option<String>,
     pub negative_ttl: Option<String>,
@@ -125,8 +126,10 @@ pub struct RawKeys {
     /// A query parameter that carries the key.
     pub query_param: Option<String>,
     /// Pass the credential on to upstreams (default: removed).
+    #[serde(default, deserialize_with = "scalar_or_text")]
     pub forward_credential: Option<bool>,
     /// Keep secrets encrypted so admins can reveal them (not yet supported).
+    #[serde(default, deserialize_with = "scalar_or_text")]
     pub recoverable: Option<bool>,
     /// How often `last_used_at` is written, in one batch.
     pub last_used_flush: Option<String>,
@@ -184,10 +187,12 @@ pub struct RawWorkspace {
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     /// Runtime worker threads (default: all cores).
+    #[serde(default, deserialize_with = "scalar_or_text")]
     pub workers: Option<usize>,
     /// A client must send its whole request head within this time.
     pub header_read_timeout: Option<String>,
     /// Largest request head accepted; larger gets 431.
+    #[serde(default, deserialize_with = "scalar_or_text")]
     pub max_header_bytes: Option<usize>,
     /// How long SIGTERM waits for in-flight requests.
     pub drain_timeout: Option<String>,
@@ -200,4 +205,24 @@ pub struct RawLog {
     pub format: Option<String>,
     /// A tracing filter, e.g. `info` or `keygate=debug` (RUST_LOG wins).
     pub level: Option<String>,
+}
+
+/// A number or a boolean, written as one or as text: `${VAR}` substitution leaves what it
+/// substitutes as a string (data, never YAML), so `workers: ${WORKERS}` arrives as `"4"`.
+fn scalar_or_text<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: serde::de::DeserializeOwned + std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    use serde::de::Error;
+    match Option::<serde_yaml::Value>::deserialize(d)? {
+        None => Ok(None),
+        Some(serde_yaml::Value::String(text)) => text
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|e| D::Error::custom(format!("`{text}`: {e}"))),
+        Some(v) => T::deserialize(v).map(Some).map_err(D::Error::custom),
+    }
 }

@@ -316,6 +316,38 @@ fn env_substitution() {
         Config::from_yaml("listen: ${LISTEN\n", &env),
         Err(ConfigError::Field { .. })
     ));
+    // Numbers and booleans may come from the environment too.
+    let env = |name: &str| match name {
+        "WORKERS" => Some("4".to_owned()),
+        "ENTRIES" => Some("2000".to_owned()),
+        "FORWARD" => Some("true".to_owned()),
+        "HEAD" => Some("65536".to_owned()),
+        "BAD" => Some("four".to_owned()),
+        _ => None,
+    };
+    let c = Config::from_yaml(
+        // Block style takes `${VAR}` bare; in a flow mapping (`{ … }`) it must be quoted.
+        "server:\n  workers: ${WORKERS}\n  max_header_bytes: \"${HEAD}\"\n\
+         cache: { max_entries: \"${ENTRIES}\" }\nkeys: { forward_credential: \"${FORWARD}\" }\n",
+        &env,
+    )
+    .expect("valid");
+    assert_eq!(c.server.workers, Some(4));
+    assert_eq!(c.server.max_header_bytes, 65536);
+    assert_eq!(c.cache.max_entries, 2000);
+    assert!(c.keys.forward_credential);
+    match Config::from_yaml("server: { workers: \"${BAD}\" }\n", &env) {
+        Err(ConfigError::Field { path, message }) => {
+            assert_eq!(path, "server.workers");
+            assert!(message.contains("`four`"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Written directly, they are as before.
+    let c = valid("server: { workers: 2 }\nkeys: { forward_credential: false }\n");
+    assert_eq!(c.server.workers, Some(2));
+    assert!(!c.keys.forward_credential);
+
     // A substituted value is data, never YAML.
     let inject = |_: &str| Some("1\nlistn: x".to_owned());
     let e = Config::from_yaml("log: { level: \"${X}\" }\n", &inject).expect("valid");
