@@ -6,12 +6,6 @@
 //! is never shared by two requests at once. A request that a pooled connection could not
 //! even start sending (the upstream closed it meanwhile) is sent again on another one.
 //!
-//! A connection has no task of its own: whoever holds it drives it (`Conn::drive`), the
-//! request while it waits for the response head, then the response body while the client
-//! reads it. Request, response and body never cross between tasks, so a proxied request
-//! wakes no other task. An idle connection is driven by nobody: an upstream that closed it
-//! is noticed when it is next taken (it is then dropped and another one tried).
-//!
 //! Why not hyper-util's pooled client: it keys its pool by scheme and authority, hashed
 //! byte by byte with SipHash several times per request, and moves a large future on every
 //! request; on our profile that was about a tenth of the instructions of a proxied request
@@ -25,10 +19,10 @@ use hyper::body::{Body, Frame, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use std::collections::VecDeque;
-use std::future::{poll_fn, Future};
-use std::pin::{pin, Pin};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -73,108 +67,8 @@ pub enum PoolError {
 trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
-/// One connection: the handle requests are sent on, and the future that does its reads
-/// and writes (hyper's connection, boxed: its type cannot be named), `None` once ended.
-struct Conn {
-    tx: SendRequest<Incoming>,
-    io: Option<Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>>,
-    /// The last drive left wake-ups to a task behind (hyper keeps the last waker it was
-    /// given in several places: the socket, the request channel, the body channel).
-    wakes: bool,
-}
-
-impl Conn {
-    /// Lets the connection do what it can now (write the request, read the response, hand
-    /// body frames over), its wake-ups going to `cx`. False once the connection has ended;
-    /// a request still waiting then gets its error.
-    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
-        self.wakes = true;
-        self.poll_io(cx)
-    }
-
-    /// `drive` with no task to wake: for when whoever holds the connection will drive it
-    /// again before waiting on it. Without this, the wake-ups hyper kept would later wake
-    /// the task that drove it last, for nothing (a request sent on the connection wakes
-    /// it, and so does the body frame the client takes).
-    fn drive_quietly(&mut self) -> bool {
-        self.wakes = false;
-        self.poll_io(&mut Context::from_waker(Waker::noop()))
-    }
-
-    fn poll_io(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(io) = &mut self.io else {
-            return false;
-        };
-        match io.as_mut().poll(cx) {
-            Poll::Pending => true,
-            Poll::Ready(ended) => {
-                if let Err(e) = ended {
-                    tracing::debug!(error = %e, "upstream connection ended with an error");
-                }
-                self.io = None;
-                false
-            }
-        }
-    }
-
-    /// Whether a request can be sent now, asked without leaving a wake-up behind (an idle
-    /// connection wakes nobody); `None` when that needs waiting.
-    fn ready_now(&mut self) -> Option<bool> {
-        if self.wakes || !self.tx.is_ready() {
-            self.drive_quietly();
-        }
-        match self.tx.poll_ready(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(r) => Some(r.is_ok()),
-            Poll::Pending => None,
-        }
-    }
-
-    /// Waits until a request can be sent; false when the connection has ended.
-    ///
-    /// A connection that was ready when it went idle is taken as ready without driving it:
-    /// if the upstream closed it meanwhile, driving it for the send notices that first and
-    /// hands the request back unsent, to be sent on another connection.
-    async fn ready(&mut self) -> bool {
-        if let Some(ready) = self.ready_now() {
-            return ready;
-        }
-        poll_fn(|cx| {
-            self.drive(cx);
-            self.tx.poll_ready(cx).map(|r| r.is_ok())
-        })
-        .await
-    }
-
-    /// Sends `req` and drives the connection until the response head is in.
-    async fn send(
-        &mut self,
-        req: Request<Incoming>,
-    ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Incoming>>> {
-        let mut response = pin!(self.tx.try_send_request(req));
-        let mut written = false;
-        poll_fn(|cx| {
-            // Only driving the connection answers the request, so the answer is asked
-            // without a waker. Once the request is written, the drive that brings the
-            // answer is quiet too: the body is read next, and reading it drives the
-            // connection itself when it needs more.
-            let mut quiet = Context::from_waker(Waker::noop());
-            if written {
-                self.drive_quietly();
-                if let Poll::Ready(head) = response.as_mut().poll(&mut quiet) {
-                    return Poll::Ready(head);
-                }
-            }
-            // Write the request, or wait for the upstream: woken by the connection.
-            written = true;
-            self.drive(cx);
-            response.as_mut().poll(&mut quiet)
-        })
-        .await
-    }
-}
-
 struct Idle {
-    conn: Box<Conn>,
+    tx: SendRequest<Incoming>,
     since: Instant,
 }
 
@@ -241,37 +135,43 @@ impl Target {
         idle
     }
 
-    fn take_idle(&self) -> Option<Box<Conn>> {
-        self.lock(Instant::now()).pop_back().map(|c| c.conn)
+    fn take_idle(&self) -> Option<SendRequest<Incoming>> {
+        let mut idle = self.lock(Instant::now());
+        while let Some(c) = idle.pop_back() {
+            if !c.tx.is_closed() {
+                return Some(c.tx);
+            }
+        }
+        None
     }
 
-    fn put_back(&self, conn: Box<Conn>) {
+    fn put_back(&self, tx: SendRequest<Incoming>) {
+        if tx.is_closed() {
+            return;
+        }
         let now = Instant::now();
         let mut idle = self.lock(now);
         if idle.len() < MAX_IDLE {
-            idle.push_back(Idle { conn, since: now });
+            idle.push_back(Idle { tx, since: now });
         }
     }
 
     /// Back to the pool when the connection can take a request; one still sending its
-    /// request body (the upstream answered before the upload ended) gets a task that
-    /// drives it to the end of the upload and then returns it, so no request ever waits
-    /// behind someone else's upload.
-    fn give_back(self: Arc<Self>, mut conn: Box<Conn>) {
-        match conn.ready_now() {
-            Some(true) => self.put_back(conn),
-            Some(false) => {}
-            None => {
-                tokio::spawn(async move {
-                    if let Ok(true) = tokio::time::timeout(RETURN_WAIT, conn.ready()).await {
-                        self.put_back(conn);
-                    }
-                });
-            }
+    /// request body (the upstream answered before the upload ended) is returned by a task
+    /// when it is done, so no request ever waits behind someone else's upload.
+    fn give_back(self: Arc<Self>, mut tx: SendRequest<Incoming>) {
+        if tx.is_ready() {
+            self.put_back(tx);
+            return;
         }
+        tokio::spawn(async move {
+            if let Ok(Ok(())) = tokio::time::timeout(RETURN_WAIT, tx.ready()).await {
+                self.put_back(tx);
+            }
+        });
     }
 
-    async fn connect(&self) -> Result<Box<Conn>, PoolError> {
+    async fn connect(&self) -> Result<SendRequest<Incoming>, PoolError> {
         let connect_err = |source: BoxError| PoolError::Connect {
             target: self.addr.clone(),
             source,
@@ -299,11 +199,12 @@ impl Target {
             .handshake(TokioIo::new(io))
             .await
             .map_err(|e| connect_err(e.into()))?;
-        Ok(Box::new(Conn {
-            tx,
-            io: Some(Box::pin(conn.with_upgrades())),
-            wakes: false,
-        }))
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(tx)
     }
 
     /// Sends `req` (origin-form URI, headers final) and returns the response head; its
@@ -319,32 +220,25 @@ impl Target {
             } else {
                 None
             };
-            let (mut conn, reused) = match pooled {
-                Some(conn) => (conn, true),
+            let (mut tx, reused) = match pooled {
+                Some(tx) => (tx, true),
                 // Boxed: connecting is rare, and inline its future would make every
                 // request's future (moved several times per request) much larger.
                 None => (Box::pin(self.connect()).await?, false),
             };
             // A pooled connection that closed while idle: take another. (A new one that
             // is not ready has failed; its error comes from the send below.)
-            if !conn.ready().await && reused {
+            if tx.ready().await.is_err() && reused {
                 stale += 1;
                 continue;
             }
-            match conn.send(req).await {
+            match tx.try_send_request(req).await {
                 Ok(resp) => {
                     let reusable = resp.status() != StatusCode::SWITCHING_PROTOCOLS;
-                    if !reusable {
-                        // The connection now belongs to the upgrade: whatever is left of
-                        // handing it over runs in a task of its own.
-                        if let Some(io) = conn.io.take() {
-                            tokio::spawn(io);
-                        }
-                    }
                     let (parts, incoming) = resp.into_parts();
                     let mut body = PooledBody {
                         body: incoming,
-                        back: Some((conn, Arc::clone(self))),
+                        back: Some((tx, Arc::clone(self))),
                         reusable,
                         idle_timeout: self.idle_timeout,
                         idle: None,
@@ -375,13 +269,12 @@ impl Target {
     }
 }
 
-/// The upstream's response body; drives its connection while it streams, gives it back
-/// to the pool at the end, and ends in an error when the upstream sends nothing more for
-/// `idle_timeout`.
+/// The upstream's response body; gives its connection back to the pool at the end, and
+/// ends in an error when the upstream sends nothing more for `idle_timeout`.
 pub struct PooledBody {
     body: Incoming,
-    /// The connection (driven while the body streams) and where it goes back.
-    back: Option<(Box<Conn>, Arc<Target>)>,
+    /// The connection (kept alive while the body streams) and where it goes back.
+    back: Option<(SendRequest<Incoming>, Arc<Target>)>,
     /// False after a protocol switch: the connection belongs to the upgrade.
     reusable: bool,
     idle_timeout: Duration,
@@ -422,9 +315,9 @@ impl PooledBody {
     }
 
     fn give_back(&mut self) {
-        if let Some((conn, target)) = self.back.take() {
+        if let Some((tx, target)) = self.back.take() {
             if self.reusable {
-                target.give_back(conn);
+                target.give_back(tx);
             }
         }
     }
@@ -439,17 +332,7 @@ impl Body for PooledBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        // What arrived with the head is already in the body: taken without driving the
-        // connection (and without a waker, so that handing more over wakes nobody). Else
-        // the connection is driven to hand over what has arrived, and asked again.
-        let mut polled =
-            Pin::new(&mut this.body).poll_frame(&mut Context::from_waker(Waker::noop()));
-        if polled.is_pending() {
-            if let Some((conn, _)) = &mut this.back {
-                conn.drive(cx);
-            }
-            polled = Pin::new(&mut this.body).poll_frame(cx);
-        }
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
         match &polled {
             Poll::Ready(None) => this.give_back(),
             // Trailers are the last frame of a body that has them.
