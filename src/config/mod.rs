@@ -14,7 +14,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_rustls::rustls::pki_types::CertificateDer;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::RootCertStore;
 
 /// Everything wrong with a config file, each line naming the field.
 #[derive(Debug, thiserror::Error)]
@@ -116,7 +117,7 @@ pub struct UpstreamConfig {
     pub idle_timeout: Duration,
     /// The CA certificates https targets are checked against (read from `ca` when the
     /// config is loaded); `None`: the public webpki roots.
-    pub ca: Option<Arc<[CertificateDer<'static>]>>,
+    pub ca: Option<Arc<RootCertStore>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -749,7 +750,7 @@ mod tests;
 
 /// The CA certificates of an upstream's `ca` file: PEM, at least one certificate, each
 /// one rustls accepts as a root.
-fn read_ca(path: &str) -> Result<Arc<[CertificateDer<'static>]>, String> {
+fn read_ca(path: &str) -> Result<Arc<RootCertStore>, String> {
     let pem = std::fs::read(path).map_err(|e| format!("cannot read `{path}`: {e}"))?;
     let certs = rustls_pemfile::certs(&mut pem.as_slice())
         .collect::<Result<Vec<_>, _>>()
@@ -757,18 +758,23 @@ fn read_ca(path: &str) -> Result<Arc<[CertificateDer<'static>]>, String> {
     if certs.is_empty() {
         return Err(format!("`{path}` holds no certificate"));
     }
-    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-    for cert in &certs {
+    let mut roots = RootCertStore::empty();
+    for cert in certs {
         roots
-            .add(cert.clone())
+            .add(cert)
             .map_err(|e| format!("`{path}`: a certificate is not usable as a CA: {e}"))?;
     }
-    Ok(certs.into())
+    Ok(Arc::new(roots))
 }
 
 /// Whether an https target's host can name the server for TLS (a DNS name or an IP).
 fn tls_name_ok(uri: &http::Uri) -> bool {
-    let host = uri.host().unwrap_or("");
+    tls_server_name(uri.host().unwrap_or("")).is_some()
+}
+
+/// The TLS server name of a URI host (a DNS name, or an IP, bracketed for IPv6): what
+/// validation checks and what the pool connects with.
+pub fn tls_server_name(host: &str) -> Option<ServerName<'static>> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
-    tokio_rustls::rustls::pki_types::ServerName::try_from(bare.to_owned()).is_ok()
+    ServerName::try_from(bare.to_owned()).ok()
 }

@@ -15,7 +15,6 @@ use pool::{PoolError, PooledBody, Target};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use tokio_rustls::rustls::pki_types::CertificateDer;
 use tokio_rustls::rustls::RootCertStore;
 use tokio_rustls::TlsConnector;
 
@@ -43,7 +42,7 @@ impl ProxyError {
 
 /// TLS to upstreams: rustls with the ring provider, HTTP/1.1, checked against the webpki
 /// roots (made once per process) or, for an upstream with `ca`, against those CAs only.
-fn tls_connector(ca: Option<&[CertificateDer<'static>]>) -> TlsConnector {
+fn tls_connector(ca: Option<&RootCertStore>) -> TlsConnector {
     use hyper_rustls::ConfigBuilderExt;
     static PUBLIC: OnceLock<TlsConnector> = OnceLock::new();
     let builder = || {
@@ -57,16 +56,11 @@ fn tls_connector(ca: Option<&[CertificateDer<'static>]>) -> TlsConnector {
         TlsConnector::from(Arc::new(cfg))
     };
     match ca {
-        // Config validation checked that every one is usable as a root.
-        Some(certs) => {
-            let mut roots = RootCertStore::empty();
-            roots.add_parsable_certificates(certs.iter().cloned());
-            connector(
-                builder()
-                    .with_root_certificates(roots)
-                    .with_no_client_auth(),
-            )
-        }
+        Some(roots) => connector(
+            builder()
+                .with_root_certificates(roots.clone())
+                .with_no_client_auth(),
+        ),
         None => PUBLIC
             .get_or_init(|| connector(builder().with_webpki_roots().with_no_client_auth()))
             .clone(),

@@ -105,8 +105,7 @@ impl Target {
             None => host.to_owned(),
         };
         let tls = if https {
-            let bare = host.trim_start_matches('[').trim_end_matches(']');
-            let name = ServerName::try_from(bare.to_owned()).ok()?;
+            let name = crate::config::tls_server_name(host)?;
             Some((tls.clone(), name))
         } else {
             None
