@@ -148,11 +148,7 @@ async fn an_upstream_cut_off_mid_body_is_not_passed_off_as_complete() {
     let tcp = tokio::net::TcpStream::connect(gw.addr)
         .await
         .expect("connect");
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .expect("handshake");
-    tokio::spawn(conn);
+    let mut sender = h1_client(tcp).await;
     let req = http::Request::builder()
         .uri("/v1/cut")
         .header("host", gw.addr.to_string())
@@ -303,11 +299,7 @@ async fn no_request_waits_behind_an_upload_the_upstream_already_answered() {
     let tcp = tokio::net::TcpStream::connect(gw.addr)
         .await
         .expect("connect");
-    let (mut client, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .expect("handshake");
-    tokio::spawn(conn);
+    let mut client = h1_client(tcp).await;
     let (body_tx, body_rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(1);
     body_tx
         .send(bytes::Bytes::from_static(b"first part"))

@@ -76,10 +76,7 @@ async fn https_get(
         .connect(name, tcp)
         .await
         .expect("the TLS handshake succeeds with a client that trusts the CA");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
+    let mut sender = h1_client(stream).await;
     let req = http::Request::builder()
         .uri(path)
         .header("host", format!("127.0.0.1:{}", gw.addr.port()))

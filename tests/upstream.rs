@@ -6,7 +6,6 @@ use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use std::time::Duration;
 use support::*;
 
@@ -249,10 +248,7 @@ async fn open_stream(gw: &TestGateway, key: &str) -> hyper::Response<Incoming> {
     let tcp = tokio::net::TcpStream::connect(gw.addr)
         .await
         .expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
+    let mut sender = h1_client(tcp).await;
     let req = Request::builder()
         .uri("/stream")
         .header("host", gw.addr.to_string())

@@ -541,3 +541,19 @@ pub fn well_formed_unknown_key() -> String {
         .to_owned()
 }
 pub mod redis;
+
+/// An HTTP/1.1 client connection over `io` (TCP, or TLS), driven by a task of its own: for
+/// tests that watch a response head before its body, a body frame by frame, or an upload.
+pub async fn h1_client<T, B>(io: T) -> hyper::client::conn::http1::SendRequest<B>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    sender
+}
