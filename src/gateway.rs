@@ -25,6 +25,8 @@ use http::{Request, Response};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use std::borrow::Cow;
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -37,6 +39,23 @@ struct RequestCtx {
     request_id: HeaderValue,
     route: Option<usize>,
     key_id: Option<HeaderValue>,
+}
+
+/// One request in the `requests_in_flight` gauge, from the first poll of its future until
+/// the future ends or is dropped.
+struct InFlight<'a>(&'a Metrics);
+
+impl<'a> InFlight<'a> {
+    fn enter(metrics: &'a Metrics) -> Self {
+        metrics.in_flight.inc();
+        InFlight(metrics)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.dec();
+    }
 }
 
 /// What a reload (SIGHUP) swaps: routes and upstreams. Requests in flight keep the
@@ -154,11 +173,15 @@ impl Gateway {
         );
     }
 
-    pub async fn handle(
+    /// Answers one request. It never fails (every failure is an answer): the `Result` is
+    /// the shape hyper's service wants, so that this future is the service's own, with no
+    /// async block around it. Not an async fn: the request would be stored in the future
+    /// twice (argument and local), and the future is moved several times per request.
+    pub fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
         peer: SocketAddr,
-    ) -> Response<Body> {
+    ) -> impl Future<Output = Result<Response<Body>, Infallible>> + Send + 'static {
         let start = Instant::now();
         let mut ctx = RequestCtx {
             request_id: headers::request_id(req.headers()),
@@ -167,47 +190,49 @@ impl Gateway {
         };
         let method = req.method().clone();
         let routing = self.routing.load_full();
-        self.metrics.in_flight.inc();
-        let resp = match self.handle_inner(req, peer, &routing, &mut ctx).await {
-            Ok(mut resp) => {
-                // A 101's Connection/Upgrade are the handshake itself: keep them.
-                if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
-                    headers::remove_hop_by_hop(resp.headers_mut());
-                }
-                resp.headers_mut()
-                    .insert(headers::X_REQUEST_ID, ctx.request_id.clone());
-                self.count(&routing, ctx.route, "ok");
-                resp.map(Either::Left)
-            }
-            Err(e) => {
-                let answer = e.answer();
-                self.count(&routing, ctx.route, answer.code);
-                match &e {
-                    GatewayError::Proxy(p) => {
-                        self.metrics.upstream_error(p.upstream());
-                        tracing::warn!(request_id = ?ctx.request_id, error = %p, source = ?std::error::Error::source(p), "upstream failed")
+        async move {
+            // Counted out on drop too: hyper drops the future of a client that hangs up.
+            let _in_flight = InFlight::enter(&self.metrics);
+            let resp = match self.handle_inner(req, peer, &routing, &mut ctx).await {
+                Ok(mut resp) => {
+                    // A 101's Connection/Upgrade are the handshake itself: keep them.
+                    if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                        headers::remove_hop_by_hop(resp.headers_mut());
                     }
-                    GatewayError::Auth(AuthError::StoreUnavailable(s)) => {
-                        tracing::warn!(request_id = ?ctx.request_id, error = %s, "key store unavailable")
-                    }
-                    _ => {}
+                    resp.headers_mut()
+                        .insert(headers::X_REQUEST_ID, ctx.request_id.clone());
+                    self.count(&routing, ctx.route, "ok");
+                    resp.map(Either::Left)
                 }
-                tracing::debug!(request_id = ?ctx.request_id, code = answer.code, "refused");
-                e.into_response(&ctx.request_id).map(Either::Right)
-            }
-        };
-        tracing::debug!(
-            request_id = ?ctx.request_id,
-            %method,
-            route = ?ctx.route,
-            key_id = ?ctx.key_id,
-            status = resp.status().as_u16(),
-            micros = start.elapsed().as_micros() as u64,
-            "request"
-        );
-        self.metrics.in_flight.dec();
-        self.metrics.request_duration.observe(start.elapsed());
-        resp
+                Err(e) => {
+                    let answer = e.answer();
+                    self.count(&routing, ctx.route, answer.code);
+                    match &e {
+                        GatewayError::Proxy(p) => {
+                            self.metrics.upstream_error(p.upstream());
+                            tracing::warn!(request_id = ?ctx.request_id, error = %p, source = ?std::error::Error::source(p), "upstream failed")
+                        }
+                        GatewayError::Auth(AuthError::StoreUnavailable(s)) => {
+                            tracing::warn!(request_id = ?ctx.request_id, error = %s, "key store unavailable")
+                        }
+                        _ => {}
+                    }
+                    tracing::debug!(request_id = ?ctx.request_id, code = answer.code, "refused");
+                    e.into_response(&ctx.request_id).map(Either::Right)
+                }
+            };
+            tracing::debug!(
+                request_id = ?ctx.request_id,
+                %method,
+                route = ?ctx.route,
+                key_id = ?ctx.key_id,
+                status = resp.status().as_u16(),
+                micros = start.elapsed().as_micros() as u64,
+                "request"
+            );
+            self.metrics.request_duration.observe(start.elapsed());
+            Ok(resp)
+        }
     }
 
     fn count(&self, routing: &Routing, route: Option<usize>, code: &str) {
@@ -300,9 +325,11 @@ impl Gateway {
             }
         };
         let upstream = &routing.upstreams[route.upstream];
-        let mut resp = upstream
-            .forward(Request::from_parts(parts, body), pq)
-            .await?;
+        let (target, req) = upstream.prepare(Request::from_parts(parts, body), pq)?;
+        let mut resp = tokio::time::timeout(upstream.timeout(), target.send(req))
+            .await
+            .map_err(|_| upstream.timed_out())?
+            .map_err(|e| upstream.unavailable(e))?;
         if let (Some(client), http::StatusCode::SWITCHING_PROTOCOLS) =
             (client_upgrade, resp.status())
         {

@@ -10,6 +10,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -98,10 +99,9 @@ pub fn http_builder(s: &ServerConfig) -> auto::Builder<TokioExecutor> {
 /// Binds `config.listen` and serves the gateway until `shutdown` is called.
 pub async fn start(config: &Config, gateway: Arc<Gateway>) -> Result<Running, ServeError> {
     let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
-    let handler = move |req, peer| {
-        let gw = gateway.clone();
-        async move { gw.handle(req, peer).await }
-    };
+    // The handler's future is the service's future, with no async block around it: it
+    // is moved several times per request, and each wrapper would add its size again.
+    let handler = move |req, peer| gateway.clone().handle(req, peer);
     serve(config.listen, tls, &config.server, handler).await
 }
 
@@ -115,7 +115,7 @@ pub async fn serve<H, F, B>(
 ) -> Result<Running, ServeError>
 where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<B>> + Send + 'static,
+    F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
     B: hyper::body::Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -145,10 +145,7 @@ where
                     };
                     let _ = tcp.set_nodelay(true);
                     let handler = handler.clone();
-                    let svc = service_fn(move |req| {
-                        let fut = handler(req, peer);
-                        async move { Ok::<_, std::convert::Infallible>(fut.await) }
-                    });
+                    let svc = service_fn(move |req| handler(req, peer));
                     let builder = builder.clone();
                     let watcher = graceful.watcher();
                     let tls = tls.clone();

@@ -1612,6 +1612,59 @@ async fn health_readiness_and_metrics_need_no_token() {
 }
 
 /// The value of one series (`name{labels}` exactly as exposed), 0 when absent.
+/// A request whose client goes away before the answer is counted out of
+/// `requests_in_flight` all the same (an HTTP/2 client that closes its connection: hyper
+/// drops the request's future, which then never finishes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_dropped_in_flight_is_counted_out() {
+    // A long upstream timeout: the request must still be waiting when the client leaves.
+    let gw = TestGateway::start_with(|y| {
+        assert!(y.contains("timeout: 1s }\n  dead"));
+        y.replace(
+            "connect_timeout: 1s, timeout: 1s }\n  dead",
+            "connect_timeout: 1s, timeout: 30s }\n  dead",
+        )
+    })
+    .await;
+    let (_, key) = gw.create_key(&["--org", "acme", "--role", "viewer"]);
+    let in_flight = || async { sample(&metrics(&gw).await, "keygate_requests_in_flight") };
+    assert_eq!(in_flight().await, 0.0);
+
+    let tcp = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get(gw.url("/slow"))
+        .header("authorization", bearer(&key))
+        .body(http_body_util::Empty::<Bytes>::new())
+        .expect("request");
+    let pending = tokio::spawn(async move { sender.send_request(req).await.map(|r| r.status()) });
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            in_flight().await == 1.0
+        })
+        .await,
+        "the request never showed in flight"
+    );
+
+    // The client goes away while the upstream (3 s) has not answered.
+    pending.abort();
+    conn.abort();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            in_flight().await == 0.0
+        })
+        .await,
+        "a dropped request stayed in flight"
+    );
+}
+
 fn sample(metrics: &str, series: &str) -> f64 {
     metrics
         .lines()

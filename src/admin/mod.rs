@@ -289,7 +289,7 @@ pub fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes
 pub async fn start(config: &Config, admin: Arc<Admin>) -> Result<Running, ServeError> {
     let handler = move |req, _peer: SocketAddr| {
         let admin = admin.clone();
-        async move { admin.handle(req).await }
+        async move { Ok::<_, std::convert::Infallible>(admin.handle(req).await) }
     };
     crate::server::serve(config.admin.listen, None, &config.server, handler).await
 }

@@ -9,9 +9,9 @@ pub mod upgrade;
 
 use crate::config::UpstreamConfig;
 use http::uri::PathAndQuery;
-use http::{Request, Response, Uri, Version};
+use http::{Request, Uri, Version};
 use hyper::body::Incoming;
-use pool::{PoolError, PooledBody, Target};
+use pool::{PoolError, Target};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -110,17 +110,18 @@ impl Upstream {
         self.targets.get(i.checked_rem(self.targets.len())?)
     }
 
-    /// Sends `req` (headers already rewritten) to the next target with `path`.
-    pub async fn forward(
+    /// Readies `req` (headers already rewritten) for the next target: origin-form `path`,
+    /// HTTP/1.1, the target's own `Host`. Send it with `Target::send` under `timeout()`
+    /// and map the outcome with `unavailable` / `timed_out`. Not one async fn: each
+    /// nesting level would store the request again in the request's future, which is
+    /// moved several times per request.
+    pub fn prepare(
         &self,
         mut req: Request<Incoming>,
         path: PathAndQuery,
-    ) -> Result<Response<PooledBody>, ProxyError> {
+    ) -> Result<(&Arc<Target>, Request<Incoming>), ProxyError> {
         let Some(t) = self.pick() else {
-            return Err(ProxyError::Unavailable {
-                upstream: self.name.clone(),
-                source: PoolError::NoTarget,
-            });
+            return Err(self.unavailable(PoolError::NoTarget));
         };
         // Origin form (`/path?query`), as HTTP/1.1 sends to an origin server.
         *req.uri_mut() = Uri::from(path);
@@ -128,16 +129,25 @@ impl Upstream {
         *req.version_mut() = Version::HTTP_11;
         // Upstreams see their own name; the client's is in X-Forwarded-Host.
         req.headers_mut().insert(http::header::HOST, t.host.clone());
-        match tokio::time::timeout(self.timeout, t.send(req)).await {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(source)) => Err(ProxyError::Unavailable {
-                upstream: self.name.clone(),
-                source,
-            }),
-            Err(_) => Err(ProxyError::Timeout {
-                upstream: self.name.clone(),
-                timeout: self.timeout,
-            }),
+        Ok((t, req))
+    }
+
+    /// How long the response head may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    pub fn unavailable(&self, source: PoolError) -> ProxyError {
+        ProxyError::Unavailable {
+            upstream: self.name.clone(),
+            source,
+        }
+    }
+
+    pub fn timed_out(&self) -> ProxyError {
+        ProxyError::Timeout {
+            upstream: self.name.clone(),
+            timeout: self.timeout,
         }
     }
 }
