@@ -242,117 +242,111 @@ impl Gateway {
         counters.inc(&self.metrics, code);
     }
 
-    async fn handle_inner(
-        &self,
+    /// Not an async fn, for the same reason as `handle`.
+    fn handle_inner<'a>(
+        &'a self,
         req: Request<Incoming>,
         peer: SocketAddr,
-        routing: &Routing,
-        ctx: &mut RequestCtx,
-    ) -> Result<Response<PooledBody>, GatewayError> {
+        routing: &'a Routing,
+        ctx: &'a mut RequestCtx,
+    ) -> impl Future<Output = Result<Response<PooledBody>, GatewayError>> + Send + 'a {
         // Parts, so the path can be borrowed from the URI while headers are rewritten.
         let (mut parts, body) = req.into_parts();
-        let uri = &parts.uri;
+        async move {
+            let uri = &parts.uri;
 
-        // 1. Normalize before routing: rules must see the path the upstream will act on.
-        let path = normalize_path(uri.path())?;
-        let host_header = request_host(&parts.headers, uri)?;
-        let (route_ix, route) = routing
-            .router
-            .find(
-                host_header.as_ref().and_then(host_name),
-                &parts.method,
-                &path,
-            )
-            .ok_or(GatewayError::NoRoute)?;
-        ctx.route = Some(route_ix);
+            // 1. Normalize before routing: rules must see the path the upstream will act on.
+            let path = normalize_path(uri.path())?;
+            let host_header = request_host(&parts.headers, uri)?;
+            let (route_ix, route) = routing
+                .router
+                .find(
+                    host_header.as_ref().and_then(host_name),
+                    &parts.method,
+                    &path,
+                )
+                .ok_or(GatewayError::NoRoute)?;
+            ctx.route = Some(route_ix);
 
-        // 2. Authenticate, then authorize (auth routes only), on the request as the
-        //    client sent it. After routing, so that 404/400 never depend on the credential.
-        let hdrs = &mut parts.headers;
-        let principal = if route.auth {
-            let auth_start = Instant::now();
-            let verdict = self
-                .authenticate(hdrs, uri.query(), route, &path, ctx)
-                .await;
-            self.metrics.auth_duration.observe(auth_start.elapsed());
-            Some(verdict?)
-        } else {
-            None
-        };
-
-        // 3. Rewrite for the upstream. Hop-by-hop headers go first, so that a client's
-        //    `Connection: x-keygate-org` cannot remove what keygate adds below.
-        let upgrade = upgrade::requested(hdrs);
-        headers::remove_hop_by_hop(hdrs);
-        let client_upgrade = match &upgrade {
-            Some(protocol) => {
-                upgrade::restore(hdrs, protocol.clone());
-                parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
-            }
-            None => None,
-        };
-        let hdrs = &mut parts.headers;
-        // Spoofed identity goes on every route, `auth: none` included.
-        headers::strip_identity(hdrs, &self.identity);
-        let mut query: Option<Cow<'_, str>> = uri.query().map(Cow::Borrowed);
-        if let Some(principal) = &principal {
-            if !self.forward_credential {
-                remove_credential(hdrs, &self.auth.sources);
-                if let (Some(param), Some(q)) = (&self.auth.sources.query_param, uri.query()) {
-                    query = strip_query_param(q, param);
-                }
-            }
-            headers::add_identity(hdrs, &self.identity, principal);
-        }
-        headers::set_forwarded(hdrs, peer.ip(), self.https, host_header);
-        // Always ours: the client's id when it was sane, else the one the client gets back.
-        hdrs.insert(headers::X_REQUEST_ID, ctx.request_id.clone());
-
-        // 4. Forward.
-        let pq = match (&path, &query) {
-            // Unchanged path and query: reuse the original bytes, no allocation.
-            (Cow::Borrowed(_), Some(Cow::Borrowed(_)) | None) => uri
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/")),
-            _ => {
-                let s = match &query {
-                    Some(q) if !q.is_empty() => format!("{path}?{q}"),
-                    _ => path.to_string(),
+            // 2. Authenticate, then authorize (auth routes only), on the request as the
+            //    client sent it. After routing, so that 404/400 never depend on the credential.
+            let hdrs = &mut parts.headers;
+            //    Credential -> key -> permissions and workspace, timed as one step. Written
+            //    out here, not as an async fn of its own: each nesting level adds its
+            //    arguments to the request's future, which is moved several times per request.
+            let principal = if route.auth {
+                let auth_start = Instant::now();
+                let key = match extract_credential(hdrs, uri.query(), &self.auth.sources) {
+                    Ok(credential) => self.auth.authenticate(&credential, coarse_now_ms()).await,
+                    Err(e) => Err(e),
                 };
-                PathAndQuery::try_from(s)
-                    .map_err(|_| GatewayError::BadPath(crate::route::PathError::BadEncoding))?
-            }
-        };
-        let upstream = &routing.upstreams[route.upstream];
-        let (target, req) = upstream.prepare(Request::from_parts(parts, body), pq)?;
-        let mut resp = tokio::time::timeout(upstream.timeout(), target.send(req))
-            .await
-            .map_err(|_| upstream.timed_out())?
-            .map_err(|e| upstream.unavailable(e))?;
-        if let (Some(client), http::StatusCode::SWITCHING_PROTOCOLS) =
-            (client_upgrade, resp.status())
-        {
-            upgrade::splice(client, hyper::upgrade::on(&mut resp));
-        }
-        Ok(resp)
-    }
-}
+                let verdict = key.and_then(|key| {
+                    ctx.key_id = Some(key.identity.key_id.clone());
+                    self.auth.authorize(key, route, hdrs, &path)
+                });
+                self.metrics.auth_duration.observe(auth_start.elapsed());
+                Some(verdict?)
+            } else {
+                None
+            };
 
-impl Gateway {
-    /// Credential -> key -> permissions and workspace (timed as one step by the caller).
-    async fn authenticate(
-        &self,
-        hdrs: &http::HeaderMap,
-        query: Option<&str>,
-        route: &crate::config::RouteConfig,
-        path: &str,
-        ctx: &mut RequestCtx,
-    ) -> Result<crate::auth::Principal, GatewayError> {
-        let credential = extract_credential(hdrs, query, &self.auth.sources)?;
-        let key = self.auth.authenticate(&credential, coarse_now_ms()).await?;
-        ctx.key_id = Some(key.identity.key_id.clone());
-        Ok(self.auth.authorize(key, route, hdrs, path)?)
+            // 3. Rewrite for the upstream. Hop-by-hop headers go first, so that a client's
+            //    `Connection: x-keygate-org` cannot remove what keygate adds below.
+            let upgrade = upgrade::requested(hdrs);
+            headers::remove_hop_by_hop(hdrs);
+            let client_upgrade = match &upgrade {
+                Some(protocol) => {
+                    upgrade::restore(hdrs, protocol.clone());
+                    parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+                }
+                None => None,
+            };
+            let hdrs = &mut parts.headers;
+            // Spoofed identity goes on every route, `auth: none` included.
+            headers::strip_identity(hdrs, &self.identity);
+            let mut query: Option<Cow<'_, str>> = uri.query().map(Cow::Borrowed);
+            if let Some(principal) = &principal {
+                if !self.forward_credential {
+                    remove_credential(hdrs, &self.auth.sources);
+                    if let (Some(param), Some(q)) = (&self.auth.sources.query_param, uri.query()) {
+                        query = strip_query_param(q, param);
+                    }
+                }
+                headers::add_identity(hdrs, &self.identity, principal);
+            }
+            headers::set_forwarded(hdrs, peer.ip(), self.https, host_header);
+            // Always ours: the client's id when it was sane, else the one the client gets back.
+            hdrs.insert(headers::X_REQUEST_ID, ctx.request_id.clone());
+
+            // 4. Forward.
+            let pq = match (&path, &query) {
+                // Unchanged path and query: reuse the original bytes, no allocation.
+                (Cow::Borrowed(_), Some(Cow::Borrowed(_)) | None) => uri
+                    .path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| PathAndQuery::from_static("/")),
+                _ => {
+                    let s = match &query {
+                        Some(q) if !q.is_empty() => format!("{path}?{q}"),
+                        _ => path.to_string(),
+                    };
+                    PathAndQuery::try_from(s)
+                        .map_err(|_| GatewayError::BadPath(crate::route::PathError::BadEncoding))?
+                }
+            };
+            let upstream = &routing.upstreams[route.upstream];
+            let (target, req) = upstream.prepare(Request::from_parts(parts, body), pq)?;
+            let mut resp = tokio::time::timeout(upstream.timeout(), target.send(req))
+                .await
+                .map_err(|_| upstream.timed_out())?
+                .map_err(|e| upstream.unavailable(e))?;
+            if let (Some(client), http::StatusCode::SWITCHING_PROTOCOLS) =
+                (client_upgrade, resp.status())
+            {
+                upgrade::splice(client, hyper::upgrade::on(&mut resp));
+            }
+            Ok(resp)
+        }
     }
 }
 

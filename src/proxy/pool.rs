@@ -208,61 +208,66 @@ impl Target {
 
     /// Sends `req` (origin-form URI, headers final) and returns the response head; its
     /// body hands the connection back when it ends.
-    pub async fn send(
+    /// Not an async fn: that would store `req` twice in the future (argument and local),
+    /// and this future is part of the request's, moved several times per request.
+    #[allow(clippy::manual_async_fn, reason = "an async fn stores `req` twice")]
+    pub fn send(
         self: &Arc<Self>,
         mut req: Request<Incoming>,
-    ) -> Result<Response<PooledBody>, PoolError> {
-        let mut stale = 0;
-        loop {
-            let pooled = if stale < STALE_TRIES {
-                self.take_idle()
-            } else {
-                None
-            };
-            let (mut tx, reused) = match pooled {
-                Some(tx) => (tx, true),
-                // Boxed: connecting is rare, and inline its future would make every
-                // request's future (moved several times per request) much larger.
-                None => (Box::pin(self.connect()).await?, false),
-            };
-            // A pooled connection that closed while idle: take another. (A new one that
-            // is not ready has failed; its error comes from the send below.)
-            if tx.ready().await.is_err() && reused {
-                stale += 1;
-                continue;
-            }
-            match tx.try_send_request(req).await {
-                Ok(resp) => {
-                    let reusable = resp.status() != StatusCode::SWITCHING_PROTOCOLS;
-                    let (parts, incoming) = resp.into_parts();
-                    let mut body = PooledBody {
-                        body: incoming,
-                        back: Some((tx, Arc::clone(self))),
-                        reusable,
-                        idle_timeout: self.idle_timeout,
-                        idle: None,
-                        progress: false,
-                    };
-                    if body.body.is_end_stream() {
-                        // No body to wait for (HEAD, 204, 304, empty): free at once.
-                        body.give_back();
-                    }
-                    return Ok(Response::from_parts(parts, body));
+    ) -> impl Future<Output = Result<Response<PooledBody>, PoolError>> + Send + '_ {
+        async move {
+            let mut stale = 0;
+            loop {
+                let pooled = if stale < STALE_TRIES {
+                    self.take_idle()
+                } else {
+                    None
+                };
+                let (mut tx, reused) = match pooled {
+                    Some(tx) => (tx, true),
+                    // Boxed: connecting is rare, and inline its future would make every
+                    // request's future (moved several times per request) much larger.
+                    None => (Box::pin(self.connect()).await?, false),
+                };
+                // A pooled connection that closed while idle: take another. (A new one that
+                // is not ready has failed; its error comes from the send below.)
+                if tx.ready().await.is_err() && reused {
+                    stale += 1;
+                    continue;
                 }
-                Err(mut e) => match e.take_message() {
-                    // Not sent at all: safe to send on another connection. A new
-                    // connection that fails this way is not retried (no loop).
-                    Some(r) if reused => {
-                        stale += 1;
-                        req = r;
+                match tx.try_send_request(req).await {
+                    Ok(resp) => {
+                        let reusable = resp.status() != StatusCode::SWITCHING_PROTOCOLS;
+                        let (parts, incoming) = resp.into_parts();
+                        let mut body = PooledBody {
+                            body: incoming,
+                            back: Some((tx, Arc::clone(self))),
+                            reusable,
+                            idle_timeout: self.idle_timeout,
+                            idle: None,
+                            progress: false,
+                        };
+                        if body.body.is_end_stream() {
+                            // No body to wait for (HEAD, 204, 304, empty): free at once.
+                            body.give_back();
+                        }
+                        return Ok(Response::from_parts(parts, body));
                     }
-                    _ => {
-                        return Err(PoolError::Send {
-                            target: self.addr.clone(),
-                            source: e.into_error(),
-                        })
-                    }
-                },
+                    Err(mut e) => match e.take_message() {
+                        // Not sent at all: safe to send on another connection. A new
+                        // connection that fails this way is not retried (no loop).
+                        Some(r) if reused => {
+                            stale += 1;
+                            req = r;
+                        }
+                        _ => {
+                            return Err(PoolError::Send {
+                                target: self.addr.clone(),
+                                source: e.into_error(),
+                            })
+                        }
+                    },
+                }
             }
         }
     }
