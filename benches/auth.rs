@@ -226,12 +226,17 @@ fn header_rewrite(c: &mut Criterion, s: &Setup, rt: &tokio::runtime::Runtime) {
             || template.clone(),
             |h| {
                 let host = h.get(http::header::HOST).cloned();
-                let id = headers::request_id(h);
-                headers::remove_hop_by_hop(h);
-                headers::strip_identity(h, &names);
+                let seen = headers::Seen::of(h, &names, None);
+                let id = headers::request_id(h, &seen);
+                if seen.hop_by_hop {
+                    headers::remove_hop_by_hop(h);
+                }
+                if seen.identity {
+                    headers::strip_identity(h, &names);
+                }
                 h.remove(http::header::AUTHORIZATION);
                 headers::add_identity(h, &names, &principal);
-                headers::set_forwarded(h, peer, false, host);
+                headers::set_forwarded(h, &seen, peer, false, host);
                 h.insert(headers::X_REQUEST_ID, id);
             },
             criterion::BatchSize::SmallInput,

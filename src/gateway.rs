@@ -37,6 +37,8 @@ pub type Body = Either<PooledBody, Full<Bytes>>;
 /// Per-request state, carried through the stages and into the log line.
 struct RequestCtx {
     request_id: HeaderValue,
+    /// Which headers of interest the client sent (read once, before any rewrite).
+    seen: headers::Seen,
     route: Option<usize>,
     key_id: Option<HeaderValue>,
 }
@@ -183,8 +185,14 @@ impl Gateway {
         peer: SocketAddr,
     ) -> impl Future<Output = Result<Response<Body>, Infallible>> + Send + 'static {
         let start = Instant::now();
+        let seen = headers::Seen::of(
+            req.headers(),
+            &self.identity,
+            self.auth.sources.header.as_ref(),
+        );
         let mut ctx = RequestCtx {
-            request_id: headers::request_id(req.headers()),
+            request_id: headers::request_id(req.headers(), &seen),
+            seen,
             route: None,
             key_id: None,
         };
@@ -292,8 +300,15 @@ impl Gateway {
 
             // 3. Rewrite for the upstream. Hop-by-hop headers go first, so that a client's
             //    `Connection: x-keygate-org` cannot remove what keygate adds below.
-            let upgrade = upgrade::requested(hdrs);
-            headers::remove_hop_by_hop(hdrs);
+            let seen = ctx.seen;
+            let upgrade = if seen.connection {
+                upgrade::requested(hdrs)
+            } else {
+                None
+            };
+            if seen.hop_by_hop {
+                headers::remove_hop_by_hop(hdrs);
+            }
             let client_upgrade = match &upgrade {
                 Some(protocol) => {
                     upgrade::restore(hdrs, protocol.clone());
@@ -303,18 +318,20 @@ impl Gateway {
             };
             let hdrs = &mut parts.headers;
             // Spoofed identity goes on every route, `auth: none` included.
-            headers::strip_identity(hdrs, &self.identity);
+            if seen.identity {
+                headers::strip_identity(hdrs, &self.identity);
+            }
             let mut query: Option<Cow<'_, str>> = uri.query().map(Cow::Borrowed);
             if let Some(principal) = &principal {
                 if !self.forward_credential {
-                    remove_credential(hdrs, &self.auth.sources);
+                    remove_credential(hdrs, &self.auth.sources, &seen);
                     if let (Some(param), Some(q)) = (&self.auth.sources.query_param, uri.query()) {
                         query = strip_query_param(q, param);
                     }
                 }
                 headers::add_identity(hdrs, &self.identity, principal);
             }
-            headers::set_forwarded(hdrs, peer.ip(), self.https, host_header);
+            headers::set_forwarded(hdrs, &seen, peer.ip(), self.https, host_header);
             // Always ours: the client's id when it was sane, else the one the client gets back.
             hdrs.insert(headers::X_REQUEST_ID, ctx.request_id.clone());
 
@@ -377,11 +394,18 @@ fn host_name(v: &HeaderValue) -> Option<&str> {
 
 /// Removes every copy of the credential from headers (Bearer Authorization and the
 /// configured key header). Another Authorization scheme is not ours and stays.
-fn remove_credential(h: &mut http::HeaderMap, sources: &crate::auth::CredentialSources) {
-    if h.get(AUTHORIZATION).is_some_and(|v| bearer(v).is_some()) {
-        h.remove(AUTHORIZATION);
+fn remove_credential(
+    h: &mut http::HeaderMap,
+    sources: &crate::auth::CredentialSources,
+    seen: &headers::Seen,
+) {
+    // One lookup for the check and the removal (of every copy).
+    if let http::header::Entry::Occupied(e) = h.entry(AUTHORIZATION) {
+        if bearer(e.get()).is_some() {
+            e.remove_entry_mult();
+        }
     }
-    if let Some(name) = &sources.header {
+    if let (Some(name), true) = (&sources.header, seen.key_header) {
         h.remove(name);
     }
 }

@@ -48,6 +48,50 @@ fn is_hop_by_hop(n: &HeaderName) -> bool {
     )
 }
 
+/// Which of the headers the rewrite acts on a request carries, from one pass over its
+/// names (`Seen::of`, on the headers as the client sent them). A lookup or removal hashes
+/// the name; most requests carry none of these, and an absent one then costs nothing.
+/// A flag may be stale-true after a removal (a lookup that finds nothing), never
+/// stale-false: keygate adds none of these names before they are read.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Seen {
+    pub request_id: bool,
+    /// `Connection` (an upgrade, or names to remove as hop-by-hop).
+    pub connection: bool,
+    pub hop_by_hop: bool,
+    /// A name under the identity prefix (a spoof to strip).
+    pub identity: bool,
+    /// `Forwarded` or `X-Real-IP`.
+    pub forwarded: bool,
+    pub forwarded_for: bool,
+    /// The configured key header (`keys.header`).
+    pub key_header: bool,
+}
+
+impl Seen {
+    pub fn of(
+        headers: &HeaderMap,
+        identity: &IdentityNames,
+        key_header: Option<&HeaderName>,
+    ) -> Self {
+        let mut seen = Seen::default();
+        for n in headers.keys() {
+            // Not else-if: a configured prefix or key header may overlap the fixed names.
+            match n.as_str() {
+                "x-request-id" => seen.request_id = true,
+                "connection" => seen.connection = true,
+                "forwarded" | "x-real-ip" => seen.forwarded = true,
+                "x-forwarded-for" => seen.forwarded_for = true,
+                _ => {}
+            }
+            seen.hop_by_hop |= is_hop_by_hop(n);
+            seen.identity |= identity.is_identity_header(n);
+            seen.key_header |= key_header == Some(n);
+        }
+        seen
+    }
+}
+
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
 /// One pass over the names present: most messages carry none, and then nothing is looked
 /// up or removed.
@@ -106,20 +150,25 @@ pub fn add_identity(headers: &mut HeaderMap, names: &IdentityNames, p: &Principa
 /// Sets `X-Forwarded-For` (appended), `-Proto` and `-Host` (replaced).
 pub fn set_forwarded(
     headers: &mut HeaderMap,
+    seen: &Seen,
     client: IpAddr,
     https: bool,
     host: Option<HeaderValue>,
 ) {
     // Other forwarding headers a client could set would contradict ours: upstreams that
     // read RFC 7239 `Forwarded` or `X-Real-IP` must not see client-chosen values.
-    headers.remove(header::FORWARDED);
-    headers.remove(X_REAL_IP);
+    if seen.forwarded {
+        headers.remove(header::FORWARDED);
+        headers.remove(X_REAL_IP);
+    }
     // The earlier hops (several XFF headers are folded into one list, in order), then the
     // client. The usual case, no earlier hop and an IPv4 client, is built on the stack:
     // the header value's copy is then its only allocation.
-    let mut prev = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
+    let mut prev = seen
+        .forwarded_for
+        .then(|| headers.get_all(&X_FORWARDED_FOR).iter())
+        .into_iter()
+        .flatten()
         .filter_map(|v| v.to_str().ok())
         .peekable();
     let xff = match (prev.peek(), client) {
@@ -220,7 +269,10 @@ pub fn new_request_id() -> HeaderValue {
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// The client's request id (kept when sane) or a new one.
-pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+pub fn request_id(headers: &HeaderMap, seen: &Seen) -> HeaderValue {
+    if !seen.request_id {
+        return new_request_id();
+    }
     match headers.get(&X_REQUEST_ID) {
         Some(v) if !v.is_empty() && v.len() <= 128 && v.to_str().is_ok() => v.clone(),
         _ => new_request_id(),
@@ -230,6 +282,43 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn seen(h: &HeaderMap) -> Seen {
+        Seen::of(h, &IdentityNames::new("x-keygate-"), None)
+    }
+
+    #[test]
+    fn seen_flags_every_name_it_watches() {
+        let s = seen(&HeaderMap::new());
+        assert!(!(s.request_id || s.connection || s.hop_by_hop || s.identity));
+        assert!(!(s.forwarded || s.forwarded_for || s.key_header));
+        let mut h = HeaderMap::new();
+        for (name, value) in [
+            ("x-request-id", "abc"),
+            ("connection", "upgrade"),
+            ("x-real-ip", "6.6.6.6"),
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-keygate_org", "evil"),
+            ("x-api-key", "k"),
+        ] {
+            h.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        let key_header = HeaderName::from_static("x-api-key");
+        let s = Seen::of(&h, &IdentityNames::new("x-keygate-"), Some(&key_header));
+        assert!(s.request_id && s.connection && s.hop_by_hop && s.forwarded);
+        assert!(s.forwarded_for && s.identity && s.key_header);
+        // A prefix that covers a fixed name flags both.
+        let mut h = HeaderMap::new();
+        h.insert(X_REQUEST_ID, HeaderValue::from_static("abc"));
+        let s = Seen::of(&h, &IdentityNames::new("x-"), None);
+        assert!(s.request_id && s.identity);
+        let mut h = HeaderMap::new();
+        h.insert(header::FORWARDED, HeaderValue::from_static("for=1.1.1.1"));
+        assert!(seen(&h).forwarded && !seen(&h).forwarded_for);
+    }
 
     #[test]
     fn hop_by_hop_and_listed() {
@@ -256,8 +345,10 @@ mod tests {
         h.insert(X_REAL_IP, HeaderValue::from_static("6.6.6.6"));
         h.append(X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1"));
         h.append(X_FORWARDED_FOR, HeaderValue::from_static("2.2.2.2"));
+        let s = seen(&h);
         set_forwarded(
             &mut h,
+            &s,
             "127.0.0.1".parse().expect("ip"),
             false,
             Some(HeaderValue::from_static("api.example")),
@@ -285,7 +376,13 @@ mod tests {
             ("::1", "::1"),
         ] {
             let mut h = HeaderMap::new();
-            set_forwarded(&mut h, ip.parse().expect("ip"), true, None);
+            set_forwarded(
+                &mut h,
+                &Seen::default(),
+                ip.parse().expect("ip"),
+                true,
+                None,
+            );
             assert_eq!(
                 h.get(X_FORWARDED_FOR).map(|v| v.as_bytes()),
                 Some(text.as_bytes())
@@ -357,6 +454,8 @@ mod tests {
         assert_ne!(new_request_id(), new_request_id());
         let mut h = HeaderMap::new();
         h.insert(X_REQUEST_ID, HeaderValue::from_static("abc"));
-        assert_eq!(request_id(&h), "abc");
+        assert_eq!(request_id(&h, &seen(&h)), "abc");
+        // Not seen: a new id.
+        assert_ne!(request_id(&h, &Seen::default()), "abc");
     }
 }
