@@ -195,6 +195,8 @@ impl Target {
             ),
         };
         let (tx, conn) = http1::Builder::new()
+            // One buffer, one `write` per request (as the server side: server.rs).
+            .writev(false)
             .handshake(TokioIo::new(io))
             .await
             .map_err(|e| connect_err(e.into()))?;
