@@ -146,6 +146,13 @@ def parse_wrk(path):
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", txt)
     r["errors"] = sum(map(int, m.groups())) if m else 0
     r["cpu"] = "/".join(re.findall(r"^cpu\d+-busy%: (\d+)", txt, re.M))
+    # The peer's CPU time per request, user and system (µs), from /proc/PID/stat.
+    r["user_us"] = r["sys_us"] = None
+    m = re.search(r"^peer-ticks: (\d+) (\d+) (\d+)", txt, re.M)
+    if m and r["requests"]:
+        hz = int(m.group(3))
+        r["user_us"] = int(m.group(1)) * 1e6 / hz / r["requests"]
+        r["sys_us"] = int(m.group(2)) * 1e6 / hz / r["requests"]
     return r
 
 
@@ -195,7 +202,8 @@ def cmd_summary(d, mode, *peers):
     rows, medians = [], {}
     csv = open(os.path.join(d, "runs.csv"), "w")
     csv.write("peer,round,rps,p50_ms,p99_ms,non2xx,socket_errors,cpu_busy_loadgen/peer,"
-              "store_lookups_per_s,store_lookups_per_req,cache_hit_pct,bad_codes\n")
+              "store_lookups_per_s,store_lookups_per_req,cache_hit_pct,bad_codes,"
+              "peer_user_us_per_req,peer_sys_us_per_req\n")
     for p in peers:
         files = sorted(glob.glob(os.path.join(d, f"{p}.r*.txt")),
                        key=lambda f: int(re.search(r"\.r(\d+)\.txt$", f).group(1)))
@@ -224,7 +232,8 @@ def cmd_summary(d, mode, *peers):
             rnd = re.search(r"\.r(\d+)\.txt$", f).group(1)
             csv.write(f"{p},{rnd},{r['rps']:.0f},{r['p50']:.3f},{r['p99']:.3f},{r['non2xx']},"
                       f"{r['errors']},{r['cpu']},{fmt(r['lps'], '.0f', '')},"
-                      f"{fmt(r['lpr'], '.3f', '')},{fmt(r['hit'], '.1f', '')},{r['bad']}\n")
+                      f"{fmt(r['lpr'], '.3f', '')},{fmt(r['hit'], '.1f', '')},{r['bad']},"
+                      f"{fmt(r['user_us'], '.2f', '')},{fmt(r['sys_us'], '.2f', '')}\n")
             runs.append(r)
         rps = [r["rps"] for r in runs]
         m = statistics.median(rps)
@@ -235,6 +244,7 @@ def cmd_summary(d, mode, *peers):
                          cpu=" ".join(r["cpu"] for r in runs),
                          lps=med(r["lps"] for r in runs), lpr=med(r["lpr"] for r in runs),
                          hit=med(r["hit"] for r in runs),
+                         user=med(r["user_us"] for r in runs), sys=med(r["sys_us"] for r in runs),
                          bad="; ".join(r["bad"] for r in runs if r["bad"])))
     csv.close()
     if mode == "miss":
@@ -248,7 +258,7 @@ def cmd_summary(d, mode, *peers):
                f"{col:>8} {'lookups/s':>10} {'lkp/req':>8} {'hit%':>6} {'non2xx':>7} {'err':>4}  cpu% wrk/peer")
     else:
         hdr = (f"{'peer':<18}{'n':>2} {'req/s med':>10} {'min..max':>17} {'p50 ms':>7} {'p99 ms':>7} "
-               f"{col:>13} {'non2xx':>7} {'err':>4}  cpu% wrk/peer per run")
+               f"{col:>13} {'usr µs':>7} {'sys µs':>7} {'non2xx':>7} {'err':>4}  cpu% wrk/peer per run")
     print(hdr)
     for r in rows:
         ratio = f"{r['med'] / base:.2f}" if base else "-"
@@ -258,7 +268,7 @@ def cmd_summary(d, mode, *peers):
             line += (f"{ratio:>8} {fmt(r['lps'], '10.0f'):>10} {fmt(r['lpr'], '8.3f'):>8} "
                      f"{fmt(r['hit'], '6.1f'):>6} ")
         else:
-            line += f"{ratio:>13} "
+            line += f"{ratio:>13} {fmt(r['user'], '7.2f'):>7} {fmt(r['sys'], '7.2f'):>7} "
         line += f"{r['non2xx']:>7} {r['err']:>4}  {r['cpu']}"
         print(line)
     if mode != "miss" and "keygate-auth" in medians and "keygate-none" in medians:
