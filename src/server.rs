@@ -85,10 +85,10 @@ pub fn http_builder(s: &ServerConfig) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .header_read_timeout(s.header_read_timeout)
         .max_buf_size(s.max_header_bytes)
-        // Head and body copied into one buffer and written with one `write`, not
-        // gathered by `writev`: fewer instructions per answer, the body copy is cheap
-        // next to the call (RESULTS.md, fifth pass).
-        .writev(false)
+        // Answers are gathered with `writev` (hyper's default), not copied into one buffer:
+        // a flattened buffer keeps the size of the largest chunk it ever held, and a client
+        // connection that once downloaded something large would keep that much for good.
+        // (The upstream side flattens: src/proxy/pool.rs.)
         .keep_alive(true);
     b.http2()
         .timer(TokioTimer::new())
