@@ -255,7 +255,8 @@ def cmd_summary(d, mode, *peers):
     col = f"/{base_name}" if base_name else "/-"
     if mode == "miss":
         hdr = (f"{'peer':<18}{'n':>2} {'req/s med':>10} {'min..max':>17} {'p50 ms':>7} {'p99 ms':>7} "
-               f"{col:>8} {'lookups/s':>10} {'lkp/req':>8} {'hit%':>6} {'non2xx':>7} {'err':>4}  cpu% wrk/peer")
+               f"{col:>8} {'lookups/s':>10} {'lkp/req':>8} {'hit%':>6} {'usr µs':>7} {'sys µs':>7} "
+               f"{'non2xx':>7} {'err':>4}  cpu% wrk/peer")
     else:
         hdr = (f"{'peer':<18}{'n':>2} {'req/s med':>10} {'min..max':>17} {'p50 ms':>7} {'p99 ms':>7} "
                f"{col:>13} {'usr µs':>7} {'sys µs':>7} {'non2xx':>7} {'err':>4}  cpu% wrk/peer per run")
@@ -266,7 +267,7 @@ def cmd_summary(d, mode, *peers):
                 f"{fmt(r['p50'], '7.3f'):>7} {fmt(r['p99'], '7.3f'):>7} ")
         if mode == "miss":
             line += (f"{ratio:>8} {fmt(r['lps'], '10.0f'):>10} {fmt(r['lpr'], '8.3f'):>8} "
-                     f"{fmt(r['hit'], '6.1f'):>6} ")
+                     f"{fmt(r['hit'], '6.1f'):>6} {fmt(r['user'], '7.2f'):>7} {fmt(r['sys'], '7.2f'):>7} ")
         else:
             line += f"{ratio:>13} {fmt(r['user'], '7.2f'):>7} {fmt(r['sys'], '7.2f'):>7} "
         line += f"{r['non2xx']:>7} {r['err']:>4}  {r['cpu']}"
