@@ -39,6 +39,10 @@ struct Inner {
     writer: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
+    /// One permit per reader. A read waits here, on the runtime, for a free connection:
+    /// without it a burst of cache misses (a flood of unknown keys) starts a blocking
+    /// thread per miss, all but `READERS` of them only waiting for a connection.
+    free_readers: Arc<tokio::sync::Semaphore>,
 }
 
 impl EmbeddedStore {
@@ -66,6 +70,7 @@ impl EmbeddedStore {
         Ok(EmbeddedStore {
             inner: Arc::new(Inner {
                 writer: Mutex::new(writer),
+                free_readers: Arc::new(tokio::sync::Semaphore::new(readers.len())),
                 readers,
                 next_reader: AtomicUsize::new(0),
             }),
@@ -79,7 +84,15 @@ impl EmbeddedStore {
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || f(&mut inner.reader())).await?
+        // Owned, and dropped by the blocking task: a caller that gives up (its request
+        // was dropped) does not free a reader that is still busy. The semaphore is never
+        // closed; if it were, reads would go on unbounded rather than fail.
+        let permit = Arc::clone(&inner.free_readers).acquire_owned().await.ok();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f(&mut inner.reader())
+        })
+        .await?
     }
 
     /// Runs `f` in one IMMEDIATE transaction on the writer, off the async runtime; commits
