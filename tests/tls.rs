@@ -10,39 +10,13 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use support::certs::make_certificates;
 use support::*;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let status = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl must be installed to make the TLS test's certificates");
-    assert!(status.success(), "openssl {args:?}");
-}
-
-/// A test CA (`ca.crt`) and a certificate for 127.0.0.1 signed by it (`srv.crt`,
-/// `srv.key`), in `dir`.
-fn make_certificates(dir: &Path) {
-    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-    let run = |line: &str| openssl(dir, &line.split(' ').collect::<Vec<_>>());
-    run(&format!(
-        "req -x509 {ec} -keyout ca.key -out ca.crt -days 2 -subj /CN=keygate-test-CA"
-    ));
-    run(&format!(
-        "req {ec} -keyout srv.key -out srv.csr -subj /CN=127.0.0.1"
-    ));
-    std::fs::write(dir.join("ext"), "subjectAltName=IP:127.0.0.1\n").expect("write ext");
-    run("x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out srv.crt -days 2 -extfile ext");
-}
 
 /// A client config that trusts only the test CA, speaking HTTP/1.1.
 fn client_config(dir: &Path) -> Arc<ClientConfig> {

@@ -540,6 +540,7 @@ pub fn well_formed_unknown_key() -> String {
         .expose()
         .to_owned()
 }
+pub mod certs;
 pub mod redis;
 
 /// An HTTP/1.1 client connection over `io` (TCP, or TLS), driven by a task of its own: for

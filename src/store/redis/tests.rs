@@ -800,74 +800,16 @@ async fn opening_needs_no_redis_but_a_valid_url() {
     ));
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let status = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl must be installed to make the TLS test's certificates");
-    assert!(status.success(), "openssl {args:?}");
-}
+// The same test certificates as the integration tests' (a unit test cannot link them).
+#[path = "../../../tests/support/certs.rs"]
+mod certs;
 
 #[tokio::test]
 async fn a_rediss_url_talks_tls() {
     // A test CA and a server certificate for 127.0.0.1.
     let dir = TempDir::new().expect("tempdir");
     let p = dir.path();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    openssl(
-        p,
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &["-keyout", "ca.key", "-out", "ca.crt"],
-        ]
-        .concat()
-        .into_iter()
-        .chain(["-days", "2", "-subj", "/CN=keygate test CA"])
-        .collect::<Vec<_>>(),
-    );
-    openssl(
-        p,
-        &[
-            &["req"][..],
-            &ec,
-            &["-keyout", "srv.key", "-out", "srv.csr"],
-        ]
-        .concat()
-        .into_iter()
-        .chain(["-subj", "/CN=127.0.0.1"])
-        .collect::<Vec<_>>(),
-    );
-    std::fs::write(p.join("ext"), "subjectAltName=IP:127.0.0.1\n").expect("write ext");
-    openssl(
-        p,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "srv.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "srv.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "ext",
-        ],
-    );
+    certs::make_certificates(p);
     let tls_port = free_port();
     let file = |name: &str| p.join(name).to_str().expect("utf-8 temp path").to_owned();
     let (cert, cert_key, ca) = (file("srv.crt"), file("srv.key"), file("ca.crt"));
