@@ -303,18 +303,19 @@ impl PooledBody {
     /// Nothing to read yet: pending, unless the upstream has been quiet for `idle_timeout`
     /// (then the body ends in an error and its connection is dropped).
     fn wait(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let deadline = tokio::time::Instant::now() + self.idle_timeout;
+        // The clock is read only when the deadline is (re)set, not on every wait.
+        let deadline = || tokio::time::Instant::now() + self.idle_timeout;
         let moved_on = std::mem::take(&mut self.progress);
         let timer = match &mut self.idle {
             Some(timer) => {
                 if moved_on {
-                    timer.as_mut().reset(deadline);
+                    timer.as_mut().reset(deadline());
                 }
                 timer
             }
             None => self
                 .idle
-                .insert(Box::pin(tokio::time::sleep_until(deadline))),
+                .insert(Box::pin(tokio::time::sleep_until(deadline()))),
         };
         if timer.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
