@@ -279,6 +279,11 @@ def cmd_summary(d, mode, *peers):
             plain = k.replace("-key", "-plain")
             if k in medians and plain in medians:
                 print(f"{k.split('-')[0]} key/plain: {medians[k] / medians[plain]:.3f}")
+    if mode != "miss" and "hyper-floor" in medians:
+        f = medians["hyper-floor"]
+        for k in ("keygate-auth", "keygate-none"):
+            if k in medians:
+                print(f"{k}/hyper-floor: {medians[k] / f:.3f} (what keygate's own work costs)")
     bad = [r for r in rows if r["non2xx"] or r["err"]]
     for r in rows:
         if r["bad"]:
