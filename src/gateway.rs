@@ -353,9 +353,19 @@ impl Gateway {
             };
             let upstream = &routing.upstreams[route.upstream];
             let (target, req) = upstream.prepare(Request::from_parts(parts, body), pq)?;
-            let mut resp = tokio::time::timeout(upstream.timeout(), target.send(req))
-                .await
-                .map_err(|_| upstream.timed_out())?
+            let send = target.send(req);
+            // On an HTTP/1 connection, the limit shares the connection's timer; elsewhere it
+            // is a timer of its own (src/server/timer.rs).
+            let sent = match crate::server::request_deadline(upstream.timeout()) {
+                Some(limit) => tokio::select! {
+                    biased;
+                    sent = send => Some(sent),
+                    () = limit => None,
+                },
+                None => tokio::time::timeout(upstream.timeout(), send).await.ok(),
+            };
+            let mut resp = sent
+                .ok_or_else(|| upstream.timed_out())?
                 .map_err(|e| upstream.unavailable(e))?;
             if let (Some(client), http::StatusCode::SWITCHING_PROTOCOLS) =
                 (client_upgrade, resp.status())

@@ -15,10 +15,14 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+pub use timer::request_deadline;
+use timer::ConnTimer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
+
+mod timer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -82,6 +86,7 @@ pub fn tls_acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, ServeError> {
 pub fn http_builder(s: &ServerConfig) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
+        // `serve` gives each connection a timer of its own instead (`timer::ConnTimer`).
         .timer(TokioTimer::new())
         .header_read_timeout(s.header_read_timeout)
         .max_buf_size(s.max_header_bytes)
@@ -150,7 +155,10 @@ where
                     let _ = tcp.set_nodelay(true);
                     let handler = handler.clone();
                     let svc = service_fn(move |req| handler(req, peer));
-                    let builder = builder.clone();
+                    // Each connection its own timer: see `timer`.
+                    let conn_timer = ConnTimer::new();
+                    let mut builder = (*builder).clone();
+                    builder.http1().timer(conn_timer.clone());
                     let watcher = graceful.watcher();
                     let tls = tls.clone();
                     tokio::spawn(async move {
@@ -161,12 +169,12 @@ where
                                     return;
                                 }
                                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc);
-                                watcher.watch(conn.into_owned()).await
+                                timer::in_scope(conn_timer, watcher.watch(conn.into_owned())).await
                             }
                             Some(acceptor) => match tokio::time::timeout(first_bytes, acceptor.accept(tcp)).await {
                                 Ok(Ok(stream)) => {
                                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                                    watcher.watch(conn.into_owned()).await
+                                    timer::in_scope(conn_timer, watcher.watch(conn.into_owned())).await
                                 }
                                 Ok(Err(e)) => {
                                     tracing::debug!(error = %e, %peer, "TLS handshake failed");
