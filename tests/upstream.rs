@@ -30,6 +30,30 @@ async fn unreachable_upstream_is_502() {
     gw.stop().await;
 }
 
+/// Over HTTP/2 a request runs in a task of its own and its limit is a tokio timer of its
+/// own (over HTTP/1 it shares its connection's timer: src/server/timer.rs). Both end in 504.
+#[tokio::test]
+async fn slow_upstream_is_504_over_http2_too() {
+    let gw = TestGateway::start().await;
+    let (_id, key) = gw.create_key(&["--org", "acme", "--role", "viewer"]);
+    let r = send_h2(
+        Method::GET,
+        &gw.url("/slow"),
+        &[("authorization", &bearer(&key))],
+    )
+    .await;
+    assert_eq!(r.status, 504);
+    assert_eq!(r.code(), "upstream_timeout");
+    let r = send_h2(
+        Method::GET,
+        &gw.url("/v1/models"),
+        &[("authorization", &bearer(&key))],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn slow_upstream_is_504() {
     let gw = TestGateway::start().await;
