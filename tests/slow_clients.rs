@@ -29,6 +29,15 @@ async fn read_until_closed(tcp: &mut TcpStream) -> Option<Vec<u8>> {
     .map(|()| out)
 }
 
+/// Whether the connection is still open, nothing read, after `wait` (well under the
+/// timeout): a timer that fired at once would have closed it.
+async fn still_open_after(tcp: &mut TcpStream, wait: Duration) -> bool {
+    let mut buf = [0u8; 64];
+    tokio::time::timeout(wait, tcp.read(&mut buf))
+        .await
+        .is_err()
+}
+
 /// Sends one GET on `tcp` and reads its whole answer (the test upstream's answers carry a
 /// Content-Length); returns the status line.
 async fn exchange(tcp: &mut TcpStream) -> String {
@@ -73,6 +82,10 @@ async fn a_head_sent_too_slowly_ends_the_connection() {
     tcp.write_all(b"GET /public HTTP/1.1\r\nHost: test\r\n")
         .await
         .expect("write");
+    assert!(
+        still_open_after(&mut tcp, Duration::from_millis(300)).await,
+        "not closed before its time"
+    );
     let read = read_until_closed(&mut tcp).await;
     let read = read.expect("the connection is closed after the header-read timeout");
     assert!(
@@ -89,6 +102,10 @@ async fn an_idle_keep_alive_connection_is_closed() {
     let mut tcp = TcpStream::connect(gw.addr).await.expect("connect");
     assert_eq!(exchange(&mut tcp).await, "HTTP/1.1 200 OK");
     // Then silence: the next head never comes.
+    assert!(
+        still_open_after(&mut tcp, Duration::from_millis(300)).await,
+        "not closed before its time"
+    );
     let read = read_until_closed(&mut tcp).await;
     assert_eq!(read, Some(Vec::new()), "closed, with nothing more sent");
     gw.stop().await;

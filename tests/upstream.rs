@@ -30,8 +30,8 @@ async fn unreachable_upstream_is_502() {
     gw.stop().await;
 }
 
-/// Over HTTP/2 a request runs in a task of its own and its limit is a tokio timer of its
-/// own (over HTTP/1 it shares its connection's timer: src/server/timer.rs). Both end in 504.
+/// Over HTTP/2 a request runs in a task of its own, so its limit cannot share its
+/// connection's timer as over HTTP/1 (src/server/timer.rs): it still ends in 504.
 #[tokio::test]
 async fn slow_upstream_is_504_over_http2_too() {
     let gw = TestGateway::start().await;

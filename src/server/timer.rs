@@ -2,17 +2,23 @@
 //!
 //! hyper arms its HTTP/1 header-read timeout each time it starts reading a request head,
 //! and drops it once the head is in: with tokio's timer that is a timer entry registered
-//! and removed per request (about 1,400 instructions of ~40,000, benches/RESULTS.md, sixth
-//! pass). `ConnTimer` is the `hyper::rt::Timer` of one connection. All its sleeps share one
-//! tokio timer, which is moved only when it would fire too late for a sleep or has fired.
-//! While requests keep coming, the shared timer stays armed at the first head's deadline; when
-//! it fires, the connection is woken once, the sleep being polled sees its own deadline
-//! still ahead and re-arms the timer to it. So a connection costs one timer registration
-//! per timeout period instead of one per request, and a head that takes longer than the
-//! timeout still ends the connection on time.
+//! and removed per request (benches/RESULTS.md, sixth pass). `ConnTimer` is the
+//! `hyper::rt::Timer` of one connection. All its sleeps share one tokio timer, which is
+//! moved only when it would fire too late for a sleep or has fired. While requests keep
+//! coming, the shared timer stays armed at the first head's deadline; when it fires, the
+//! connection is woken once, the sleep being polled sees its own deadline still ahead and
+//! re-arms the timer to it. So a connection costs a timer registration or two per timeout
+//! period instead of one per request, and a head that takes longer than the timeout still
+//! ends the connection on time.
 //!
-//! Every sleep of one connection is polled from that connection's task (HTTP/1 is one task),
-//! so the shared timer always holds the waker of the task to wake.
+//! The shared tokio timer holds one waker, that of its last poll. That is enough because
+//! every sleep of one connection is polled from that connection's task (HTTP/1 is one task)
+//! with that task's waker, and because the task polls each pending sleep whenever it is
+//! woken: hyper polls the header sleep at every poll of a connection waiting for a head, and
+//! the request's future at every poll while it runs. Do not wait on these sleeps from
+//! combinators that poll with wakers of their own (`FuturesUnordered`, `join_all`,
+//! `Shared`) or from another task: a sleep whose waker was overwritten could miss its
+//! deadline.
 //!
 //! The same timer serves the upstream time limit of the connection's requests
 //! (`request_deadline`): an HTTP/1 request's future is polled by its connection's task, which
@@ -39,7 +45,8 @@ pub(super) async fn in_scope<F: Future>(timer: ConnTimer, conn: F) -> F::Output 
 /// A sleep of `after` on the timer of the HTTP/1 connection whose task polls this, when
 /// there is one (see the module docs); `None` elsewhere (an HTTP/2 stream's task, a test).
 /// Call it from the future that awaits the sleep, not before: that is what puts it in the
-/// right task.
+/// right task. Await it directly or in `select!` in that same future, never from a
+/// combinator with wakers of its own (module docs).
 pub fn request_deadline(after: Duration) -> Option<ConnSleep> {
     CONNECTION
         .try_with(|timer| ConnSleep {
@@ -57,8 +64,11 @@ pub struct ConnTimer {
 
 impl ConnTimer {
     pub fn new() -> Self {
-        // Created elapsed: the first sleep polled arms it to its own deadline.
-        let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
+        // Not registered until polled, and far later than any sleep: the first sleep polled
+        // brings it forward to its own deadline (one registration). tokio caps deadlines at
+        // about two years; a year is far enough.
+        let far = tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
+        let sleep = tokio::time::sleep_until(far);
         ConnTimer {
             shared: Arc::new(Mutex::new(Box::pin(sleep))),
         }
@@ -201,6 +211,24 @@ mod tests {
             !spawned.expect("task"),
             "a spawned task has no connection timer"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_pending_sleeps_of_one_task_both_end_on_time() {
+        // As a head's sleep and a request's limit would be: polled together, by one task.
+        let timer = ConnTimer::new();
+        let start = tokio::time::Instant::now();
+        let long = async {
+            sleep(&timer, Duration::from_secs(30)).await;
+            start.elapsed()
+        };
+        let short = async {
+            sleep(&timer, Duration::from_secs(2)).await;
+            start.elapsed()
+        };
+        let (long, short) = tokio::join!(long, short);
+        assert_eq!(short, Duration::from_secs(2));
+        assert_eq!(long, Duration::from_secs(30));
     }
 
     fn futures_poll(s: &mut Pin<Box<dyn Sleep>>) -> Poll<()> {
