@@ -1,6 +1,7 @@
-//! The header-read timeout (`server.header_read_timeout`) on HTTP/1 connections: a client
-//! that sends its request head too slowly, or keeps an idle keep-alive connection open, is
-//! closed; a client that keeps sending requests is not, however long it stays.
+//! The header-read timeout (`server.header_read_timeout`): a client that sends its request
+//! head too slowly (or only part of an HTTP/2 preface, or no request at all), or keeps an
+//! idle keep-alive connection open, is closed; a client that keeps sending requests is not,
+//! however long it stays.
 mod support;
 use std::time::Duration;
 use support::*;
@@ -92,6 +93,37 @@ async fn a_head_sent_too_slowly_ends_the_connection() {
         !String::from_utf8_lossy(&read).contains(" 200 "),
         "an unfinished head is never answered 200: {:?}",
         String::from_utf8_lossy(&read)
+    );
+    gw.stop().await;
+}
+
+/// What comes before the protocol is known: hyper-util reads the first bytes to tell an
+/// HTTP/2 preface from HTTP/1 and has no timer of its own for that.
+#[tokio::test]
+async fn a_partial_http2_preface_ends_the_connection() {
+    let gw = gateway_with_header_timeout().await;
+    let mut tcp = TcpStream::connect(gw.addr).await.expect("connect");
+    tcp.write_all(b"PRI * HT").await.expect("write");
+    assert!(
+        still_open_after(&mut tcp, Duration::from_millis(300)).await,
+        "not closed before its time"
+    );
+    let read = read_until_closed(&mut tcp).await;
+    assert_eq!(read, Some(Vec::new()), "closed, nothing answered");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn an_http2_connection_that_sends_no_request_is_closed() {
+    let gw = gateway_with_header_timeout().await;
+    let mut tcp = TcpStream::connect(gw.addr).await.expect("connect");
+    // The whole preface, then nothing (not even SETTINGS).
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .expect("write");
+    assert!(
+        read_until_closed(&mut tcp).await.is_some(),
+        "the connection is closed when no request starts in time"
     );
     gw.stop().await;
 }

@@ -13,6 +13,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 pub use timer::request_deadline;
@@ -54,6 +55,32 @@ impl Running {
     pub async fn shutdown(self, drain: Duration) {
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout(drain + Duration::from_secs(1), self.task).await;
+    }
+}
+
+/// Ends a connection on which no request has started within `limit` of its accept.
+///
+/// hyper times out a slow HTTP/1 head, but nothing times out what comes before hyper knows
+/// the protocol: hyper-util's auto builder reads the first bytes to tell an HTTP/2 preface
+/// from an HTTP/1 request, without a timer. A client that sends `PRI * HT` and then nothing
+/// would hold its connection (and a file descriptor) for good. So would an HTTP/2 client
+/// that never sends a request. This runs beside the connection's task, one timer per
+/// connection and nothing per request (the service only sets `started`). It ends when the
+/// connection does, or at `limit`.
+async fn first_request(
+    mut conn: JoinHandle<()>,
+    started: Arc<AtomicBool>,
+    limit: Duration,
+    peer: SocketAddr,
+) {
+    tokio::select! {
+        _ = &mut conn => {}
+        () = tokio::time::sleep(limit) => {
+            if !started.load(Ordering::Relaxed) {
+                conn.abort();
+                tracing::debug!(%peer, "no request started in time; closed");
+            }
+        }
     }
 }
 
@@ -154,14 +181,24 @@ where
                     };
                     let _ = tcp.set_nodelay(true);
                     let handler = handler.clone();
-                    let svc = service_fn(move |req| handler(req, peer));
+                    // Whether a request has started on this connection (see `first_request`).
+                    let started = Arc::new(AtomicBool::new(false));
+                    let svc = service_fn({
+                        let started = started.clone();
+                        move |req| {
+                            started.store(true, Ordering::Relaxed);
+                            handler(req, peer)
+                        }
+                    });
                     // Each connection its own timer: see `timer`.
                     let conn_timer = ConnTimer::new();
                     let mut builder = (*builder).clone();
                     builder.http1().timer(conn_timer.clone());
                     let watcher = graceful.watcher();
                     let tls = tls.clone();
-                    tokio::spawn(async move {
+                    // TLS has a handshake to finish first, within the same limit.
+                    let first_request_within = if tls.is_some() { 2 * first_bytes } else { first_bytes };
+                    let conn = tokio::spawn(async move {
                         let result = match tls {
                             None => {
                                 if !matches!(tokio::time::timeout(first_bytes, tcp.readable()).await, Ok(Ok(()))) {
@@ -190,6 +227,7 @@ where
                             tracing::debug!(error = %e, %peer, "connection ended with an error");
                         }
                     });
+                    tokio::spawn(first_request(conn, started, first_request_within, peer));
                 }
                 _ = stopped.changed() => break,
             }
