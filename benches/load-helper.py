@@ -9,6 +9,7 @@
         keys.jsonl        `keygate keys import` lines: hashed records (sha256 hex), never secrets
         keys.nginx.map    nginx map entries       "Bearer <key>" 1;
         keys.nginx.F.map  per identity field F    "Bearer <key>" "<value>";  (nginx-same)
+        keys.haproxy.F.map  the same for haproxy-same: <key> <value>
         keys.haproxy.map  haproxy map_str file    <key> 1
         unknown.txt       one well-formed key that is not in the set (expects 401 unknown_key)
   load-helper.py summary RESULTS_DIR MODE PEER...
@@ -129,6 +130,9 @@ def cmd_keys(out, n, prefix, seed):
         with open(os.path.join(out, f"keys.nginx.{field}.map"), "w") as f:
             for k, r in zip(keys, recs):
                 f.write(f'"Bearer {k}" "{value(r)}";\n')
+        with open(os.path.join(out, f"keys.haproxy.{field}.map"), "w") as f:
+            for k, r in zip(keys, recs):
+                f.write(f"{k} {value(r)}\n")
     with open(os.path.join(out, "keys.haproxy.map"), "w") as f:
         for k in keys:
             f.write(f"{k} 1\n")
@@ -297,9 +301,10 @@ def cmd_summary(d, mode, *peers):
             plain = k.replace("-key", "-plain")
             if k in medians and plain in medians:
                 print(f"{k.split('-')[0]} key/plain: {medians[k] / medians[plain]:.3f}")
-    if mode != "miss" and "keygate-auth" in medians and "nginx-same" in medians:
-        same = medians["keygate-auth"] / medians["nginx-same"]
-        print(f"keygate-auth/nginx-same: {same:.3f} (the same job: key check, identity, forwarding)")
+    for peer in ("nginx-same", "haproxy-same"):
+        if mode != "miss" and "keygate-auth" in medians and peer in medians:
+            same = medians["keygate-auth"] / medians[peer]
+            print(f"keygate-auth/{peer}: {same:.3f} (the same job: key check, identity, forwarding)")
     if mode != "miss" and "hyper-floor" in medians:
         f = medians["hyper-floor"]
         for k in ("keygate-auth", "keygate-none"):
