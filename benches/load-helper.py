@@ -8,8 +8,9 @@
         keys.txt          one key a line (the first is the benchmark key)
         keys.jsonl        `keygate keys import` lines: hashed records (sha256 hex), never secrets
         keys.nginx.map    nginx map entries       "Bearer <key>" 1;
-        keys.nginx.F.map  per identity field F    "Bearer <key>" "<value>";  (nginx-same)
-        keys.haproxy.F.map  the same for haproxy-same: <key> <value>
+        keys.nginx.id.map   (nginx-same)          "Bearer <key>" "<key id>";
+        keys.nginx.F.map    other identity fields "<key id>" "<value>";
+        keys.haproxy.id.map, keys.haproxy.F.map   the same for haproxy-same
         keys.haproxy.map  haproxy map_str file    <key> 1
         unknown.txt       one well-formed key that is not in the set (expects 401 unknown_key)
   load-helper.py summary RESULTS_DIR MODE PEER...
@@ -113,7 +114,8 @@ def cmd_keys(out, n, prefix, seed):
     with open(os.path.join(out, "keys.nginx.map"), "w") as f:
         for k in keys:
             f.write(f'"Bearer {k}" 1;\n')
-    # nginx-same: one map per identity header, the values keygate sends for the key
+    # nginx-same / haproxy-same: the key's id by key, then one map per other identity
+    # header by key id (a short lookup key), with the values keygate sends for the key
     # (src/auth.rs Identity::of: a service key's actor is its name; an org key, workspaces
     # ["*"], sends no workspace header).
     with open(os.path.join(out, "keys.jsonl")) as f:
@@ -126,13 +128,21 @@ def cmd_keys(out, n, prefix, seed):
         "actor": lambda r: r["name"],
         "permissions": lambda r: ",".join(sorted(r["permissions"])),
     }
+    with open(os.path.join(out, "keys.nginx.id.map"), "w") as f:
+        for k, r in zip(keys, recs):
+            f.write(f'"Bearer {k}" "{r["id"]}";\n')
+    with open(os.path.join(out, "keys.haproxy.id.map"), "w") as f:
+        for k, r in zip(keys, recs):
+            f.write(f"{k} {r['id']}\n")
     for field, value in fields.items():
+        if field == "id":
+            continue
         with open(os.path.join(out, f"keys.nginx.{field}.map"), "w") as f:
-            for k, r in zip(keys, recs):
-                f.write(f'"Bearer {k}" "{value(r)}";\n')
+            for r in recs:
+                f.write(f'"{r["id"]}" "{value(r)}";\n')
         with open(os.path.join(out, f"keys.haproxy.{field}.map"), "w") as f:
-            for k, r in zip(keys, recs):
-                f.write(f"{k} {value(r)}\n")
+            for r in recs:
+                f.write(f"{r['id']} {value(r)}\n")
     with open(os.path.join(out, "keys.haproxy.map"), "w") as f:
         for k in keys:
             f.write(f"{k} 1\n")
