@@ -274,6 +274,16 @@ impl Errors {
         }
     }
 
+    /// A duration of at most `max` (zero allowed).
+    fn at_most(&mut self, field: &str, v: Option<&str>, default: &str, max: Duration) -> Duration {
+        let parsed = parse_duration(v.unwrap_or(default));
+        let d = self.duration(field, v, default);
+        if parsed.is_ok() && d > max {
+            self.push(field, format!("must be at most {}", format_duration(max)));
+        }
+        d
+    }
+
     /// A duration that must be above zero and at most `max`: timers and timeouts of zero
     /// would spin or refuse everything.
     fn bounded(&mut self, field: &str, v: Option<&str>, default: &str, max: Duration) -> Duration {
@@ -311,12 +321,19 @@ impl Errors {
 }
 
 /// Role and permission names. No `*`: permissions match exactly, and a wildcard that
-/// silently granted nothing would be worse than none.
-fn is_name(s: &str) -> bool {
+/// silently granted nothing would be worse than none. No `,` either: a key's permissions
+/// travel joined by commas in one identity header.
+pub fn is_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
         && s.bytes()
             .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(&c))
+}
+
+/// Route and upstream names are label values in `/metrics`, written as they are: no `"`,
+/// `\\`, line breaks or other control characters, which would break the exposition.
+fn is_label_value(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 256 && !s.chars().any(|c| c.is_control() || c == '"' || c == '\\')
 }
 
 fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
@@ -413,15 +430,19 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             DEFAULT_CACHE_TTL,
             Duration::from_secs(24 * 3600),
         ),
-        negative_ttl: e.duration(
+        // Zero turns either off. The bounds keep them sane, and within what moka accepts
+        // as an entry's lifetime (the longest of the three): beyond it, start-up panicked.
+        negative_ttl: e.at_most(
             "cache.negative_ttl",
             raw.cache.negative_ttl.as_deref(),
             DEFAULT_NEGATIVE_TTL,
+            Duration::from_secs(24 * 3600),
         ),
-        stale_if_error: e.duration(
+        stale_if_error: e.at_most(
             "cache.stale_if_error",
             raw.cache.stale_if_error.as_deref(),
             DEFAULT_STALE_IF_ERROR,
+            Duration::from_secs(7 * 24 * 3600),
         ),
     };
     if cache.max_entries == 0 {
@@ -525,6 +546,12 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let mut upstream_index = BTreeMap::new();
     for (name, u) in raw.upstreams {
         let field = format!("upstreams.{name}");
+        if !is_label_value(&name) {
+            e.push(
+                &field,
+                "an upstream name is 1-256 characters without `\"`, `\\` or control characters",
+            );
+        }
         if u.targets.is_empty() {
             e.push(format!("{field}.targets"), "needs at least one target");
         }
@@ -618,6 +645,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
                 0
             }
         };
+        let no_methods = r.methods.as_ref().is_some_and(Vec::is_empty);
         let methods = r.methods.map(|ms| {
             ms.iter()
                 .filter_map(
@@ -671,11 +699,41 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
                 "an `auth: none` route cannot require permissions or a workspace",
             );
         }
+        // A route whose permission no key can hold, whose host can never equal a request's
+        // (the request's port is not compared), or that allows no method would refuse or
+        // miss every request: refused here instead.
+        if let Some(p) = r.permissions.iter().find(|p| !is_name(p)) {
+            e.push(
+                format!("{field}.permissions"),
+                format!("`{p}` is not a permission name ([A-Za-z0-9-_.:]+)"),
+            );
+        }
+        if let Some(h) = &r.host {
+            if h.contains(':') && h.parse::<std::net::Ipv6Addr>().is_err() {
+                e.push(
+                    format!("{field}.host"),
+                    format!("`{h}`: a route's host is a name or an IP, without port or brackets (the request's port is not compared)"),
+                );
+            }
+        }
+        if no_methods {
+            e.push(
+                format!("{field}.methods"),
+                "lists no method; omit `methods` to allow every method",
+            );
+        }
         let mut permissions = r.permissions;
         permissions.sort();
         permissions.dedup();
+        let name = r.name.unwrap_or_else(|| path.clone());
+        if !is_label_value(&name) && !path.is_empty() {
+            e.push(
+                format!("{field}.name"),
+                "a route name is 1-256 characters without `\"`, `\\` or control characters",
+            );
+        }
         routes.push(RouteConfig {
-            name: r.name.unwrap_or_else(|| path.clone()),
+            name,
             path,
             host: r.host.map(|h| h.to_ascii_lowercase()),
             methods,

@@ -201,6 +201,12 @@ fn bad_durations_name_their_field() {
     let e = one_error("cache: { ttl: 30x }", "cache.ttl");
     assert!(e.contains("30x"), "{e}");
     one_error("cache: { negative_ttl: 1.5s }", "cache.negative_ttl");
+    // Beyond these, moka's builder panicked at start-up (an entry may live 1000 years).
+    one_error("cache: { negative_ttl: 2d }", "cache.negative_ttl");
+    one_error("cache: { stale_if_error: 365001d }", "cache.stale_if_error");
+    one_error("cache: { stale_if_error: 8d }", "cache.stale_if_error");
+    let c = valid("cache: { negative_ttl: 0s, stale_if_error: 0s }");
+    assert!(c.cache.negative_ttl.is_zero() && c.cache.stale_if_error.is_zero());
     one_error("cache: { ttl: 0s }", "cache.ttl");
     one_error(
         "upstreams: { api: { targets: [\"http://u:p@127.0.0.1:9\"] } }",
@@ -551,4 +557,46 @@ fn server_limits() {
         "server.max_header_bytes",
     );
     assert_eq!(valid("server: { workers: 3 }").server.workers, Some(3));
+}
+
+#[test]
+fn names_that_would_break_metrics_labels_are_refused() {
+    // Route and upstream names are written into /metrics as label values, unescaped.
+    let e = one_error(
+        &with_routes(&[r#"{ name: "a\"} 1\nkeygate_fake 9\n#", path: /a, upstream: api }"#]),
+        "routes[0].name",
+    );
+    assert!(e.contains("control characters"), "{e}");
+    one_error(
+        &with_routes(&[r#"{ name: "back\\slash", path: /a, upstream: api }"#]),
+        "routes[0].name",
+    );
+    one_error(
+        "upstreams:\n  \"a\\\"b\": { targets: [\"http://127.0.0.1:9000\"] }\n",
+        "upstreams.a\"b",
+    );
+    let c = valid(&with_routes(&[
+        "{ name: models-v1.list:all, path: /a, upstream: api }",
+    ]));
+    assert_eq!(c.routes[0].name, "models-v1.list:all");
+}
+
+#[test]
+fn routes_that_could_never_admit_a_request_are_refused() {
+    one_error(
+        &with_routes(&["{ path: /a, upstream: api, permissions: [\"models:read,admin\"] }"]),
+        "routes[0].permissions",
+    );
+    one_error(
+        &with_routes(&["{ path: /a, upstream: api, host: api.example.com:8080 }"]),
+        "routes[0].host",
+    );
+    one_error(
+        &with_routes(&["{ path: /a, upstream: api, methods: [] }"]),
+        "routes[0].methods",
+    );
+    let c = valid(&with_routes(&[
+        "{ path: /a, upstream: api, host: \"::1\", methods: [get] }",
+    ]));
+    assert_eq!(c.routes[0].host.as_deref(), Some("::1"));
 }
