@@ -188,6 +188,26 @@ pub struct CredentialSources {
     pub query_param: Option<String>,
 }
 
+/// Whether two header names are one once `_` is read as `-` (as some servers and CGI-style
+/// frameworks read them: `X_Api_Key` reaches them as `x-api-key`). Names are lower case.
+pub fn same_header_name(a: &HeaderName, b: &HeaderName) -> bool {
+    let fold = |c: u8| if c == b'_' { b'-' } else { c };
+    let (a, b) = (a.as_str().as_bytes(), b.as_str().as_bytes());
+    a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| fold(x) == fold(y))
+}
+
+/// Every value of the key header `name`, under that name or a spelling of it with `_` for
+/// `-` (see `same_header_name`): each is a copy of the credential to count and remove.
+pub fn key_header_values<'h, 'n>(
+    headers: &'h HeaderMap,
+    name: &'n HeaderName,
+) -> impl Iterator<Item = &'h HeaderValue> + use<'h, 'n> {
+    headers
+        .iter()
+        .filter(move |(n, _)| same_header_name(n, name))
+        .map(|(_, v)| v)
+}
+
 /// Whether an Authorization value uses the Bearer scheme, and the key after it.
 /// `Some("")` for a bare `Bearer`. Another scheme is no key: `None`.
 pub fn bearer(v: &HeaderValue) -> Option<&[u8]> {
@@ -213,7 +233,10 @@ pub fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
     while i < b.len() {
         match b[i] {
             b'%' => {
-                let hex = s.get(i + 1..i + 3)?;
+                // Two hex digits: `from_str_radix` alone would take `%+A` as 0x0A.
+                let hex = s
+                    .get(i + 1..i + 3)
+                    .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()))?;
                 out.push(u8::from_str_radix(hex, 16).ok()?);
                 i += 3;
             }
@@ -271,7 +294,7 @@ pub fn extract_credential<'a>(
         return Err(AuthError::MultipleKeys);
     }
     if let Some(name) = &sources.header {
-        for v in headers.get_all(name) {
+        for v in key_header_values(headers, name) {
             take(utf8(v.as_bytes().trim_ascii()));
         }
     }
@@ -438,6 +461,46 @@ mod tests {
             header: Some(HeaderName::from_static("x-api-key")),
             query_param: Some("api_key".into()),
         }
+    }
+
+    #[test]
+    fn percent_decoding_takes_two_hex_digits_only() {
+        assert_eq!(percent_decode("a%4ab+c").as_deref(), Some("aJb c"));
+        assert_eq!(percent_decode("%+A"), None);
+        assert_eq!(percent_decode("%-1"), None);
+        assert_eq!(percent_decode("%4"), None);
+        assert_eq!(percent_decode("%C3%A9").as_deref(), Some("é"));
+        assert_eq!(percent_decode("%FF"), None, "not UTF-8");
+    }
+
+    #[test]
+    fn key_header_spelled_with_underscores_is_a_copy_of_the_key() {
+        let s = sources();
+        let mut h = HeaderMap::new();
+        h.insert("x_api_key", hv("k1"));
+        assert_eq!(extract_credential(&h, None, &s).ok().as_deref(), Some("k1"));
+        // Beside the Bearer key, or beside the header's own spelling: two keys, refused.
+        h.insert(AUTHORIZATION, hv("Bearer k2"));
+        assert!(matches!(
+            extract_credential(&h, None, &s),
+            Err(AuthError::MultipleKeys)
+        ));
+        h.remove(AUTHORIZATION);
+        h.insert("x-api_key", hv("k2"));
+        assert!(matches!(
+            extract_credential(&h, None, &s),
+            Err(AuthError::MultipleKeys)
+        ));
+        let (a, b) = (
+            HeaderName::from_static("x-api-key"),
+            HeaderName::from_static("x_api_key"),
+        );
+        assert!(same_header_name(&a, &b) && same_header_name(&b, &a));
+        assert!(!same_header_name(
+            &a,
+            &HeaderName::from_static("x-api-keys")
+        ));
+        assert!(!same_header_name(&a, &HeaderName::from_static("x-api.key")));
     }
 
     #[test]

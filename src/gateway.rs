@@ -416,7 +416,15 @@ fn remove_credential(
         }
     }
     if let (Some(name), true) = (&sources.header, seen.key_header) {
-        h.remove(name);
+        // Under its own name and any `_` spelling of it (`auth::same_header_name`).
+        let copies: Vec<http::HeaderName> = h
+            .keys()
+            .filter(|n| crate::auth::same_header_name(n, name))
+            .cloned()
+            .collect();
+        for n in copies {
+            h.remove(n);
+        }
     }
 }
 

@@ -239,6 +239,12 @@ async fn credential_removed_from_every_source() {
     assert!(!h.contains_key("x-api-key"), "{h:?}");
     assert!(!String::from_utf8_lossy(&r.body).contains(&key));
 
+    // The key header spelled with `_` (which some upstreams read as `-`) is the key too.
+    let r = get(&gw.url("/v1/models"), &[("X_Api_Key", &key)]).await;
+    let h = ok(&r);
+    assert!(!h.contains_key("x_api_key"), "{h:?}");
+    assert!(!String::from_utf8_lossy(&r.body).contains(&key));
+
     // The query parameter goes, the other parameters stay in order.
     let r = get(
         &gw.url(&format!("/v1/models?a=1&api_key={key}&b=two&c")),

@@ -139,6 +139,11 @@ async fn more_than_one_credential_is_multiple_keys() {
     let r = get(&url, &[("x-api-key", &key), ("x-api-key", &other)]).await;
     assert_401(&r, "multiple_keys", &key);
 
+    // The key header spelled with `_` beside the Bearer key: two keys, not the first one
+    // admitted and the other smuggled to an upstream that reads `_` as `-`.
+    let r = get(&url, &[("authorization", &b), ("X_Api_Key", &other)]).await;
+    assert_401(&r, "multiple_keys", &key);
+
     // A repeated parameter, even with the same value.
     let r = get(
         &gw.url(&format!("/v1/models?api_key={key}&a=1&api_key={key}")),

@@ -98,9 +98,7 @@ impl Admin {
             .filter_map(crate::auth::bearer)
             .any(|k| self.is_api_key(k));
         let in_header = sources.header.as_ref().is_some_and(|h| {
-            headers
-                .get_all(h)
-                .iter()
+            crate::auth::key_header_values(headers, h)
                 .any(|v| self.is_api_key(v.as_bytes().trim_ascii()))
         });
         let in_query = match (&sources.query_param, req.uri().query()) {

@@ -64,7 +64,7 @@ pub struct Seen {
     /// `Forwarded` or `X-Real-IP`.
     pub forwarded: bool,
     pub forwarded_for: bool,
-    /// The configured key header (`keys.header`).
+    /// The configured key header (`keys.header`), or a spelling of it with `_` for `-`.
     pub key_header: bool,
 }
 
@@ -86,7 +86,7 @@ impl Seen {
             }
             seen.hop_by_hop |= is_hop_by_hop(n);
             seen.identity |= identity.is_identity_header(n);
-            seen.key_header |= key_header == Some(n);
+            seen.key_header |= key_header.is_some_and(|k| crate::auth::same_header_name(n, k));
         }
         seen
     }
