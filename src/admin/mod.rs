@@ -142,7 +142,7 @@ impl Admin {
 
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let method = req.method().clone();
-        let path = req.uri().path().to_owned();
+        let path = loggable_path(self.format.prefix(), req.uri().path());
         match self.handle_inner(req).await {
             Ok(resp) => resp,
             Err(e) => {
@@ -292,9 +292,41 @@ pub async fn start(config: &Config, admin: Arc<Admin>) -> Result<Running, ServeE
     crate::server::serve(config.admin.listen, None, &config.server, handler).await
 }
 
+/// The request path for a log line, any segment that may hold an API key replaced:
+/// someone may paste a secret where a key id goes (`/v1/keys/kg_…`). A segment may hold
+/// one when it contains `<prefix>_` in any case, `_` percent-encoded or not.
+fn loggable_path(prefix: &str, path: &str) -> String {
+    let prefix = prefix.to_ascii_lowercase();
+    let (plain, encoded) = (format!("{prefix}_"), format!("{prefix}%5f"));
+    let may_hold_key = |seg: &str| {
+        let seg = seg.to_ascii_lowercase();
+        seg.contains(&plain) || seg.contains(&encoded)
+    };
+    if !may_hold_key(path) {
+        return path.to_owned();
+    }
+    path.split('/')
+        .map(|seg| if may_hold_key(seg) { "<redacted>" } else { seg })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_in_the_path_is_not_logged() {
+        assert_eq!(loggable_path("kg", "/v1/keys/key_abc"), "/v1/keys/key_abc");
+        assert_eq!(
+            loggable_path("kg", "/v1/keys/kg_SECRET123/rotate"),
+            "/v1/keys/<redacted>/rotate"
+        );
+        assert_eq!(
+            loggable_path("kg", "/v1/keys/x.KG%5fSECRET"),
+            "/v1/keys/<redacted>"
+        );
+    }
 
     fn token(orgs: Option<&[&str]>, workspaces: Option<&[&str]>) -> AdminToken {
         let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect();
