@@ -86,3 +86,46 @@ async fn a_bad_line_imports_nothing() {
     );
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn an_export_is_checked_as_create_would_check_it() {
+    let from = TestGateway::start().await;
+    let (_, key) = from.create_key(&["--org", "acme", "--role", "viewer"]);
+    let file = from.dir.path().join("export.jsonl");
+    let path = file.to_str().expect("utf-8 path");
+    assert!(from.cli(&["keys", "export", "--out", path]).ok);
+    let line = std::fs::read_to_string(&file).expect("export file");
+    let record: serde_json::Value = serde_json::from_str(line.trim()).expect("one key line");
+
+    // Each tampered field alone: a permission holding a comma would pass for two in the
+    // joined identity header, and the others are what `keys create` refuses.
+    let to = TestGateway::start().await;
+    let bad_user = r#"{"kind":"user","org":"acme","user":"bob eve","removed":false,"roles":[],"permissions":[]}"#;
+    let cases: [(&str, serde_json::Value); 4] = [
+        ("permissions", serde_json::json!(["models:read,admin:all"])),
+        ("org", serde_json::json!("acme\r\nx-evil: 1")),
+        ("workspaces", serde_json::json!(["a", "b"])),
+        ("name", serde_json::json!("new\nline")),
+    ];
+    for (field, value) in cases {
+        let mut tampered = record.clone();
+        tampered[field] = value;
+        std::fs::write(&file, format!("{tampered}\n")).expect("write");
+        let out = to.cli(&["keys", "import", "--in", path]);
+        assert!(!out.ok, "{field} accepted");
+        assert!(
+            out.stderr.contains("line 1") && out.stderr.contains(field),
+            "{field}: {}",
+            out.stderr
+        );
+    }
+    std::fs::write(&file, format!("{bad_user}\n")).expect("write");
+    let out = to.cli(&["keys", "import", "--in", path]);
+    assert!(!out.ok && out.stderr.contains("user"), "{}", out.stderr);
+
+    // Nothing came in: the key is unknown there.
+    let r = get(&to.url("/v1/models"), &[("authorization", &bearer(&key))]).await;
+    assert_eq!(r.status, 401);
+    from.stop().await;
+    to.stop().await;
+}

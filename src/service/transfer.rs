@@ -2,8 +2,10 @@
 //! Redis fleet, or back). JSON lines of records with their hashes, never secrets: a key
 //! keeps working after the move because only `sha256(key)` was ever stored.
 
+use super::{check_ident, check_metadata, check_name, check_rate_limit, invalid};
 use super::{KeyService, ServiceError};
 use crate::key::KeyHash;
+use crate::store::ALL_WORKSPACES;
 use crate::store::{now_ms, AuditEvent, KeyFilter, KeyRecord, KeyState, KeyType, UserRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -80,12 +82,52 @@ impl From<&KeyRecord> for ExportedKey {
     }
 }
 
+/// Role and permission names as the config's `roles:` defines them.
+fn check_names(field: &'static str, names: &[String]) -> Result<(), ServiceError> {
+    match names.iter().find(|n| !crate::config::is_name(n)) {
+        Some(n) => Err(invalid(
+            field,
+            format!("`{n}` is not a role or permission name ([A-Za-z0-9-_.:]+)"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// What `create` would refuse, refused in an export too: an import must not bring in a
+/// record the service could not have made. (A permission holding a comma, say, would
+/// pass for two in the joined `permissions` identity header.)
+fn check_key(k: &ExportedKey) -> Result<(), ServiceError> {
+    check_ident("org", &k.org)?;
+    match k.workspaces.as_slice() {
+        [w] if w == ALL_WORKSPACES => {}
+        [w] => check_ident("workspaces", w)?,
+        _ => return Err(invalid("workspaces", "exactly one workspace, or `*`")),
+    }
+    if let Some(o) = &k.owner {
+        check_ident("owner", o)?;
+    }
+    check_name(&k.name)?;
+    check_names("roles", &k.roles)?;
+    check_names("permissions", &k.permissions)?;
+    check_metadata(&k.metadata)?;
+    if let Some(r) = &k.rate_limit {
+        check_rate_limit(r)?;
+    }
+    match &k.rotated_to {
+        Some(id) if !crate::key::is_key_id(id) => {
+            Err(invalid("rotated_to", format!("`{id}` is not a key id")))
+        }
+        _ => Ok(()),
+    }
+}
+
 impl ExportedKey {
     fn into_record(self) -> Result<KeyRecord, String> {
         let hash = KeyHash::from_hex(&self.sha256).ok_or("sha256 must be 64 hex characters")?;
         if !crate::key::is_key_id(&self.id) {
             return Err(format!("`{}` is not a key id", self.id));
         }
+        check_key(&self).map_err(|e| e.to_string())?;
         Ok(KeyRecord {
             id: self.id,
             hash,
@@ -190,14 +232,21 @@ impl KeyService {
             };
             match serde_json::from_str::<Line>(&line).map_err(|e| bad(e.to_string()))? {
                 Line::Key(k) => keys.push(k.into_record().map_err(bad)?),
-                Line::User(u) => users.push(UserRecord {
-                    org: u.org,
-                    user: u.user,
-                    removed: u.removed,
-                    roles: u.roles,
-                    permissions: u.permissions,
-                    version: 0,
-                }),
+                Line::User(u) => {
+                    check_ident("org", &u.org)
+                        .and_then(|()| check_ident("user", &u.user))
+                        .and_then(|()| check_names("roles", &u.roles))
+                        .and_then(|()| check_names("permissions", &u.permissions))
+                        .map_err(|e| bad(e.to_string()))?;
+                    users.push(UserRecord {
+                        org: u.org,
+                        user: u.user,
+                        removed: u.removed,
+                        roles: u.roles,
+                        permissions: u.permissions,
+                        version: 0,
+                    });
+                }
             }
         }
         let mut report = ImportReport::default();
