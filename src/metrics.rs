@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// Every verdict code a request can end with; `ok` for a forwarded request.
-pub const CODES: [&str; 17] = [
+pub const CODES: [&str; 18] = [
     "ok",
     "missing_key",
     "multiple_keys",
@@ -32,6 +32,7 @@ pub const CODES: [&str; 17] = [
     "store_unavailable",
     "no_route",
     "bad_path",
+    "bad_host",
     "upstream_unavailable",
     "upstream_timeout",
 ];

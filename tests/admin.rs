@@ -1696,6 +1696,7 @@ async fn metrics_change_as_requests_flow() {
     let unknown = r#"keygate_requests_total{route="/v1/models",code="unknown_key"}"#;
     let missing = r#"keygate_requests_total{route="/v1/models",code="missing_key"}"#;
     let no_route = r#"keygate_requests_total{route="",code="no_route"}"#;
+    let bad_host = r#"keygate_requests_total{route="",code="bad_host"}"#;
 
     let m0 = metrics(&gw).await;
     assert_eq!(sample(&m0, ok), 0.0, "{m0}");
@@ -1727,6 +1728,9 @@ async fn metrics_change_as_requests_flow() {
     );
     assert_eq!(get(&gw.url("/v1/models"), &[]).await.status.as_u16(), 401);
     assert_eq!(get(&gw.url("/nowhere"), &[]).await.status.as_u16(), 404);
+    let two_hosts = b"GET /v1/models HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n";
+    let answer = raw_exchange(gw.addr, two_hosts).await;
+    assert!(answer.starts_with(b"HTTP/1.1 400 "), "{answer:?}");
 
     let m1 = metrics(&gw).await;
     let delta = |series: &str| sample(&m1, series) - sample(&m0, series);
@@ -1734,9 +1738,10 @@ async fn metrics_change_as_requests_flow() {
     assert_eq!(delta(unknown), 1.0, "{m1}");
     assert_eq!(delta(missing), 1.0, "{m1}");
     assert_eq!(delta(no_route), 1.0, "{m1}");
+    assert_eq!(delta(bad_host), 1.0, "{m1}");
     // Auth ran for the four requests that carried a key and the one that did not.
     assert_eq!(delta("keygate_auth_duration_seconds_count"), 5.0, "{m1}");
-    assert_eq!(delta("keygate_request_duration_seconds_count"), 6.0, "{m1}");
+    assert_eq!(delta("keygate_request_duration_seconds_count"), 7.0, "{m1}");
     // The first look-up of each key misses, the next ones hit.
     assert!(delta("keygate_cache_hits_total") >= 2.0, "{m1}");
     assert!(delta("keygate_cache_misses_total") >= 2.0, "{m1}");
