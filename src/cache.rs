@@ -410,7 +410,9 @@ impl KeyCache {
                     }
                     if let Some(at) = batch.written_at_ms {
                         // Clocks of two hosts: a store clock ahead of ours reads as 0.
-                        let lag = u64::try_from(crate::store::now_ms() - at).unwrap_or(0);
+                        // `at` comes from the store: saturating, so no value of it overflows.
+                        let lag =
+                            u64::try_from(crate::store::now_ms().saturating_sub(at)).unwrap_or(0);
                         let lag = Duration::from_millis(lag);
                         self.metrics.change_feed_lag.observe(lag);
                         tracing::debug!(
