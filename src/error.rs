@@ -21,6 +21,11 @@ pub enum GatewayError {
     /// route saw and which one an upstream would read could differ.
     #[error("more than one Host header")]
     BadHost,
+    /// The client's request body broke off or was malformed (a bad chunk, a connection
+    /// closed mid-upload) while it was being sent on: the client's fault, not the
+    /// upstream's.
+    #[error("the request body could not be read")]
+    BadBody,
     #[error(transparent)]
     Proxy(#[from] ProxyError),
 }
@@ -93,6 +98,7 @@ impl GatewayError {
             GatewayError::BadPath(_) => answer(S::BAD_REQUEST, "bad_path", None),
             GatewayError::NoRoute => answer(S::NOT_FOUND, "no_route", None),
             GatewayError::BadHost => answer(S::BAD_REQUEST, "bad_host", None),
+            GatewayError::BadBody => answer(S::BAD_REQUEST, "bad_body", None),
             GatewayError::Proxy(ProxyError::Unavailable { .. }) => {
                 answer(S::BAD_GATEWAY, "upstream_unavailable", None)
             }

@@ -364,9 +364,13 @@ impl Gateway {
                 },
                 None => tokio::time::timeout(upstream.timeout(), send).await.ok(),
             };
-            let mut resp = sent
-                .ok_or_else(|| upstream.timed_out())?
-                .map_err(|e| upstream.unavailable(e))?;
+            let mut resp = sent.ok_or_else(|| upstream.timed_out())?.map_err(|e| {
+                if e.is_request_body_error() {
+                    GatewayError::BadBody
+                } else {
+                    upstream.unavailable(e).into()
+                }
+            })?;
             if let (Some(client), http::StatusCode::SWITCHING_PROTOCOLS) =
                 (client_upgrade, resp.status())
             {

@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// Every verdict code a request can end with; `ok` for a forwarded request.
-pub const CODES: [&str; 18] = [
+pub const CODES: [&str; 19] = [
     "ok",
     "missing_key",
     "multiple_keys",
@@ -33,6 +33,7 @@ pub const CODES: [&str; 18] = [
     "no_route",
     "bad_path",
     "bad_host",
+    "bad_body",
     "upstream_unavailable",
     "upstream_timeout",
 ];

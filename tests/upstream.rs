@@ -54,6 +54,26 @@ async fn slow_upstream_is_504_over_http2_too() {
     gw.stop().await;
 }
 
+/// A malformed request body is the client's fault: 400 `bad_body`, not a 502 blamed on
+/// the upstream. `/slow` answers after 3 s, so the body fails first.
+#[tokio::test]
+async fn a_malformed_request_body_is_400_not_an_upstream_failure() {
+    let gw = TestGateway::start().await;
+    let (_id, key) = gw.create_key(&["--org", "acme", "--role", "viewer"]);
+    let req = format!(
+        "POST /slow HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        bearer(&key)
+    );
+    let answer = tokio::time::timeout(HANG, raw_exchange(gw.addr, req.as_bytes()))
+        .await
+        .expect("an answer, then the connection closed");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(answer.contains(r#""code":"bad_body""#), "{answer}");
+    assert!(!answer.contains(&key), "the key is never echoed");
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn slow_upstream_is_504() {
     let gw = TestGateway::start().await;

@@ -64,6 +64,21 @@ pub enum PoolError {
     NoTarget,
 }
 
+impl PoolError {
+    /// Whether sending failed because the request's own body did (the client's stream
+    /// broke off or was malformed), not because of the upstream: hyper reports a body's
+    /// error as a user error caused by it, and the body is the client's `Incoming`.
+    pub fn is_request_body_error(&self) -> bool {
+        match self {
+            PoolError::Send { source, .. } => {
+                source.is_user()
+                    && std::error::Error::source(source).is_some_and(|c| c.is::<hyper::Error>())
+            }
+            _ => false,
+        }
+    }
+}
+
 trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
