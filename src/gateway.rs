@@ -352,17 +352,35 @@ impl Gateway {
                 }
             };
             let upstream = &routing.upstreams[route.upstream];
+            // The body as it goes up, and when it last moved (src/proxy/upload.rs).
+            let (body, upload) = crate::proxy::upload::Upload::new(body);
             let (target, req) = upstream.prepare(Request::from_parts(parts, body), pq)?;
             let send = target.send(req);
             // On an HTTP/1 connection, the limit shares the connection's timer; elsewhere it
-            // is a timer of its own (src/server/timer.rs).
-            let sent = match crate::server::request_deadline(upstream.timeout()) {
-                Some(limit) => tokio::select! {
-                    biased;
-                    sent = send => Some(sent),
-                    () = limit => None,
-                },
-                None => tokio::time::timeout(upstream.timeout(), send).await.ok(),
+            // is a timer of its own (src/server/timer.rs). With a body, it runs from the
+            // body's last move: a long upload is not cut off (src/proxy/upload.rs). One
+            // select over the send and the limit: the send's future is then stored once in
+            // the request's, as its only await.
+            let limit = async {
+                let mut wait = upstream.timeout();
+                loop {
+                    match crate::server::request_deadline(wait) {
+                        Some(limit) => limit.await,
+                        None => tokio::time::sleep(wait).await,
+                    }
+                    match upload
+                        .as_ref()
+                        .and_then(|p| p.more_time(upstream.timeout()))
+                    {
+                        Some(more) => wait = more,
+                        None => break,
+                    }
+                }
+            };
+            let sent = tokio::select! {
+                biased;
+                sent = send => Some(sent),
+                () = limit => None,
             };
             let mut resp = sent.ok_or_else(|| upstream.timed_out())?.map_err(|e| {
                 if e.is_request_body_error() {

@@ -167,6 +167,72 @@ async fn large_request_body_is_forwarded_intact() {
     gw.stop().await;
 }
 
+/// A gateway whose `/upload` goes to an upstream that reads the whole body before it
+/// answers, with a 1 s limit on the wait for its response head.
+async fn upload_gateway() -> TestGateway {
+    let sink = start_sink().await;
+    TestGateway::start_with(|y| {
+        y.replace(
+            "upstreams:\n",
+            &format!(
+                "upstreams:\n  sink: {{ targets: [\"http://{sink}\"], connect_timeout: 1s, timeout: 1s }}\n"
+            ),
+        )
+        .replace(
+            "routes:\n",
+            "routes:\n  - { path: /upload, upstream: sink }\n",
+        )
+    })
+    .await
+}
+
+/// Sends a POST head with `Content-Length: len`, then `pieces` pieces of 1,000 bytes of
+/// the body, one every 300 ms, and returns what comes back until the connection closes.
+async fn slow_upload(gw: &TestGateway, key: &str, len: usize, pieces: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n",
+        bearer(key)
+    );
+    tcp.write_all(head.as_bytes()).await.expect("head");
+    for _ in 0..pieces {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        tcp.write_all(&[7u8; 1000]).await.expect("piece");
+    }
+    let mut out = Vec::new();
+    tokio::time::timeout(HANG, tcp.read_to_end(&mut out))
+        .await
+        .expect("an answer, then the connection closed")
+        .expect("read");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The upstream's limit (1 s here) bounds the wait for its answer after the body, not the
+/// upload: a body that takes 2.4 s to arrive, a piece at a time, still gets through.
+#[tokio::test]
+async fn an_upload_longer_than_the_upstream_limit_gets_through() {
+    let gw = upload_gateway().await;
+    let (_id, key) = gw.create_key(&["--org", "acme", "--role", "viewer"]);
+    let answer = slow_upload(&gw, &key, 8000, 8).await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(answer.contains(r#""len":8000"#), "{answer}");
+    gw.stop().await;
+}
+
+/// An upload that stops coming ends the wait as well: 504 after the limit, not a hang.
+#[tokio::test]
+async fn a_stalled_upload_ends_in_504() {
+    let gw = upload_gateway().await;
+    let (_id, key) = gw.create_key(&["--org", "acme", "--role", "viewer"]);
+    let answer = slow_upload(&gw, &key, 8000, 1).await;
+    assert!(answer.starts_with("HTTP/1.1 504 "), "{answer}");
+    assert!(answer.contains(r#""code":"upstream_timeout""#), "{answer}");
+    gw.stop().await;
+}
+
 fn status_line(raw: &[u8]) -> String {
     let text = String::from_utf8_lossy(raw);
     text.lines().next().unwrap_or("").to_owned()

@@ -6,17 +6,18 @@
 pub mod headers;
 pub mod pool;
 pub mod upgrade;
+pub mod upload;
 
 use crate::config::UpstreamConfig;
 use http::uri::PathAndQuery;
 use http::{Request, Uri, Version};
-use hyper::body::Incoming;
 use pool::{PoolError, Target};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio_rustls::rustls::RootCertStore;
 use tokio_rustls::TlsConnector;
+use upload::Upload;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -117,9 +118,9 @@ impl Upstream {
     /// moved several times per request.
     pub fn prepare(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<Upload>,
         path: PathAndQuery,
-    ) -> Result<(&Arc<Target>, Request<Incoming>), ProxyError> {
+    ) -> Result<(&Arc<Target>, Request<Upload>), ProxyError> {
         let Some(t) = self.pick() else {
             return Err(self.unavailable(PoolError::NoTarget));
         };

@@ -11,6 +11,7 @@
 //! request; on our profile that was about a tenth of the instructions of a proxied request
 //! (`benches/instructions`). A target knows its own connections, so no lookup is needed.
 
+use super::upload::Upload;
 use bytes::Bytes;
 use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -83,7 +84,7 @@ trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 struct Idle {
-    tx: SendRequest<Incoming>,
+    tx: SendRequest<Upload>,
     since: Instant,
 }
 
@@ -149,7 +150,7 @@ impl Target {
         idle
     }
 
-    fn take_idle(&self) -> Option<SendRequest<Incoming>> {
+    fn take_idle(&self) -> Option<SendRequest<Upload>> {
         let mut idle = self.lock(Instant::now());
         while let Some(c) = idle.pop_back() {
             if !c.tx.is_closed() {
@@ -159,7 +160,7 @@ impl Target {
         None
     }
 
-    fn put_back(&self, tx: SendRequest<Incoming>) {
+    fn put_back(&self, tx: SendRequest<Upload>) {
         if tx.is_closed() {
             return;
         }
@@ -173,7 +174,7 @@ impl Target {
     /// Back to the pool when the connection can take a request; one still sending its
     /// request body (the upstream answered before the upload ended) is returned by a task
     /// when it is done, so no request ever waits behind someone else's upload.
-    fn give_back(self: Arc<Self>, mut tx: SendRequest<Incoming>) {
+    fn give_back(self: Arc<Self>, mut tx: SendRequest<Upload>) {
         if tx.is_ready() {
             self.put_back(tx);
             return;
@@ -185,7 +186,7 @@ impl Target {
         });
     }
 
-    async fn connect(&self) -> Result<SendRequest<Incoming>, PoolError> {
+    async fn connect(&self) -> Result<SendRequest<Upload>, PoolError> {
         let connect_err = |source: BoxError| PoolError::Connect {
             target: self.addr.clone(),
             source,
@@ -233,7 +234,7 @@ impl Target {
     #[allow(clippy::manual_async_fn, reason = "an async fn stores `req` twice")]
     pub fn send(
         self: &Arc<Self>,
-        mut req: Request<Incoming>,
+        mut req: Request<Upload>,
     ) -> impl Future<Output = Result<Response<PooledBody>, PoolError>> + Send + '_ {
         async move {
             let mut stale = 0;
@@ -298,7 +299,7 @@ impl Target {
 pub struct PooledBody {
     body: Incoming,
     /// The connection (kept alive while the body streams) and where it goes back.
-    back: Option<(SendRequest<Incoming>, Arc<Target>)>,
+    back: Option<(SendRequest<Upload>, Arc<Target>)>,
     /// False after a protocol switch: the connection belongs to the upgrade.
     reusable: bool,
     idle_timeout: Duration,
