@@ -1,11 +1,12 @@
 //! The client's request body on its way to the upstream, noting when it last moved.
 //!
 //! An upstream's `timeout` bounds the wait for its response head. A large upload can take
-//! longer than that on its own, so the limit runs from the last piece of the body sent
-//! on, not from the start of the request: while the body keeps coming, the wait goes on.
-//! An upload that stops coming for `timeout` ends the wait too.
+//! longer than that on its own, so the limit runs from the last piece of the body read
+//! from the client (or its end), not from the start of the request: while the body keeps
+//! coming, the wait goes on. An upload that stops coming for `timeout` ends the wait too.
+//! What the client sent may still sit in buffers (hyper's, the kernel's: a few MB) while
+//! a slow upstream reads it: that time counts against the upstream.
 
-use crate::store::coarse_now_ms;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use std::pin::Pin;
@@ -14,8 +15,23 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-/// When a request's body last moved (unix ms, the coarse clock), shared between the body
-/// and the wait for the response head.
+/// Now, in ms of a monotonic clock (the kernel's coarse one on Linux: no step when the
+/// wall clock is set, and a read of the vDSO page).
+#[cfg(target_os = "linux")]
+#[allow(clippy::useless_conversion)] // `tv_nsec` is narrower than i64 on some targets
+fn monotonic_ms() -> i64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    t.tv_sec.saturating_mul(1_000) + i64::from(t.tv_nsec / 1_000_000)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn monotonic_ms() -> i64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    crate::store::duration_ms(START.get_or_init(std::time::Instant::now).elapsed())
+}
+
+/// When a request's body last moved (`monotonic_ms`), shared between the body and the
+/// wait for the response head.
 #[derive(Clone, Debug)]
 pub struct Progress(Arc<AtomicI64>);
 
@@ -25,7 +41,7 @@ impl Progress {
     pub fn more_time(&self, limit: Duration) -> Option<Duration> {
         let limit_ms = i64::try_from(limit.as_millis()).unwrap_or(i64::MAX);
         let due = self.0.load(Ordering::Relaxed).saturating_add(limit_ms);
-        let left = due.saturating_sub(coarse_now_ms());
+        let left = due.saturating_sub(monotonic_ms());
         (left > 0).then(|| Duration::from_millis(left.unsigned_abs()))
     }
 }
@@ -42,7 +58,7 @@ impl Upload {
     /// The body, and the progress to watch when it has one.
     pub fn new(body: Incoming) -> (Upload, Option<Progress>) {
         let progress =
-            (!body.is_end_stream()).then(|| Progress(Arc::new(AtomicI64::new(coarse_now_ms()))));
+            (!body.is_end_stream()).then(|| Progress(Arc::new(AtomicI64::new(monotonic_ms()))));
         let watch = progress.clone();
         (Upload { body, progress }, watch)
     }
@@ -57,8 +73,9 @@ impl Body for Upload {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.body).poll_frame(cx);
-        if let (Some(p), Poll::Ready(Some(Ok(_)))) = (&self.progress, &polled) {
-            p.0.store(coarse_now_ms(), Ordering::Relaxed);
+        // A piece, or the end: the wait for the answer runs from the last of them.
+        if let (Some(p), Poll::Ready(None | Some(Ok(_)))) = (&self.progress, &polled) {
+            p.0.store(monotonic_ms(), Ordering::Relaxed);
         }
         polled
     }
@@ -78,7 +95,7 @@ mod tests {
 
     #[test]
     fn more_time_runs_from_the_last_move() {
-        let now = coarse_now_ms();
+        let now = monotonic_ms();
         let p = Progress(Arc::new(AtomicI64::new(now)));
         let left = p.more_time(Duration::from_secs(30)).expect("time left");
         assert!(left > Duration::from_secs(20) && left <= Duration::from_secs(30));
