@@ -25,7 +25,7 @@ pub enum GatewayError {
     /// closed mid-upload) while it was being sent on: the client's fault, not the
     /// upstream's.
     #[error("the request body could not be read")]
-    BadBody,
+    BadBody(#[source] crate::proxy::pool::PoolError),
     #[error(transparent)]
     Proxy(#[from] ProxyError),
 }
@@ -98,7 +98,7 @@ impl GatewayError {
             GatewayError::BadPath(_) => answer(S::BAD_REQUEST, "bad_path", None),
             GatewayError::NoRoute => answer(S::NOT_FOUND, "no_route", None),
             GatewayError::BadHost => answer(S::BAD_REQUEST, "bad_host", None),
-            GatewayError::BadBody => answer(S::BAD_REQUEST, "bad_body", None),
+            GatewayError::BadBody(_) => answer(S::BAD_REQUEST, "bad_body", None),
             GatewayError::Proxy(ProxyError::Unavailable { .. }) => {
                 answer(S::BAD_GATEWAY, "upstream_unavailable", None)
             }

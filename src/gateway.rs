@@ -220,6 +220,9 @@ impl Gateway {
                             self.metrics.upstream_error(p.upstream());
                             tracing::warn!(request_id = ?ctx.request_id, error = %p, source = ?std::error::Error::source(p), "upstream failed")
                         }
+                        GatewayError::BadBody(cause) => {
+                            tracing::debug!(request_id = ?ctx.request_id, error = ?std::error::Error::source(cause), "request body failed")
+                        }
                         GatewayError::Auth(AuthError::StoreUnavailable(s)) => {
                             tracing::warn!(request_id = ?ctx.request_id, error = %s, "key store unavailable")
                         }
@@ -384,7 +387,7 @@ impl Gateway {
             };
             let mut resp = sent.ok_or_else(|| upstream.timed_out())?.map_err(|e| {
                 if e.is_request_body_error() {
-                    GatewayError::BadBody
+                    GatewayError::BadBody(e)
                 } else {
                     upstream.unavailable(e).into()
                 }
