@@ -332,8 +332,12 @@ pub fn is_name(s: &str) -> bool {
 
 /// Route and upstream names are label values in `/metrics`, written as they are: no `"`,
 /// `\\`, line breaks or other control characters, which would break the exposition.
+fn breaks_label(s: &str) -> bool {
+    s.chars().any(|c| c.is_control() || c == '"' || c == '\\')
+}
+
 fn is_label_value(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 256 && !s.chars().any(|c| c.is_control() || c == '"' || c == '\\')
+    !s.is_empty() && s.len() <= 256 && !breaks_label(s)
 }
 
 fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
@@ -725,13 +729,20 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         let mut permissions = r.permissions;
         permissions.sort();
         permissions.dedup();
-        let name = r.name.unwrap_or_else(|| path.clone());
-        if !is_label_value(&name) && !path.is_empty() {
-            e.push(
+        // A name given is checked; without one the path names the route (a normalized
+        // path has no backslash or control character, but may hold a `"`).
+        match r.name.as_deref() {
+            Some(n) if !is_label_value(n) => e.push(
                 format!("{field}.name"),
                 "a route name is 1-256 characters without `\"`, `\\` or control characters",
-            );
+            ),
+            None if breaks_label(&path) => e.push(
+                format!("{field}.name"),
+                "the path names the route in metrics and holds a `\"`: give the route a name",
+            ),
+            _ => {}
         }
+        let name = r.name.unwrap_or_else(|| path.clone());
         routes.push(RouteConfig {
             name,
             path,

@@ -579,6 +579,16 @@ fn names_that_would_break_metrics_labels_are_refused() {
         "{ name: models-v1.list:all, path: /a, upstream: api }",
     ]));
     assert_eq!(c.routes[0].name, "models-v1.list:all");
+    // Without a name the path names the route: a long one is fine, a quote in it is not.
+    let long = format!("/{}", "a".repeat(300));
+    let c = valid(&with_routes(&[&format!(
+        "{{ path: {long}, upstream: api }}"
+    )]));
+    assert_eq!(c.routes[0].name, long);
+    one_error(
+        &with_routes(&[r#"{ path: '/a"b', upstream: api }"#]),
+        "routes[0].name",
+    );
 }
 
 #[test]
