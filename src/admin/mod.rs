@@ -142,7 +142,7 @@ impl Admin {
 
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let method = req.method().clone();
-        let path = loggable_path(self.format.prefix(), req.uri().path());
+        let path = req.uri().path().to_owned();
         match self.handle_inner(req).await {
             Ok(resp) => resp,
             Err(e) => {
@@ -153,6 +153,7 @@ impl Admin {
                 ) {
                     self.metrics.store_errors.inc();
                 }
+                let path = loggable_path(self.format.prefix(), &path);
                 if a.status.is_server_error() {
                     tracing::warn!(%method, %path, error = %e, "admin request failed");
                 } else {
@@ -293,20 +294,29 @@ pub async fn start(config: &Config, admin: Arc<Admin>) -> Result<Running, ServeE
 }
 
 /// The request path for a log line, any segment that may hold an API key replaced:
-/// someone may paste a secret where a key id goes (`/v1/keys/kg_…`). A segment may hold
-/// one when it contains `<prefix>_` in any case, `_` percent-encoded or not.
+/// someone may paste a secret where a key id goes (`/v1/keys/kg_…`). A key is `<prefix>_`
+/// and 38 letters and digits; a segment holds one when, percent-decoded, it has
+/// `<prefix>_` (any case) followed by at least 30 of them. Key ids, names and orgs stay
+/// readable.
 fn loggable_path(prefix: &str, path: &str) -> String {
-    let prefix = prefix.to_ascii_lowercase();
-    let (plain, encoded) = (format!("{prefix}_"), format!("{prefix}%5f"));
-    let may_hold_key = |seg: &str| {
-        let seg = seg.to_ascii_lowercase();
-        seg.contains(&plain) || seg.contains(&encoded)
+    let marker = format!("{}_", prefix.to_ascii_lowercase());
+    let holds_key = |seg: &str| {
+        // `+` is a literal in a path, as `handle_inner` reads it.
+        let seg = percent_decode(&seg.replace('+', "%2B"))
+            .map_or_else(|| seg.to_ascii_lowercase(), |s| s.to_ascii_lowercase());
+        seg.match_indices(&marker).any(|(i, m)| {
+            seg.as_bytes()[i + m.len()..]
+                .iter()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .count()
+                >= 30
+        })
     };
-    if !may_hold_key(path) {
+    if !path.split('/').any(holds_key) {
         return path.to_owned();
     }
     path.split('/')
-        .map(|seg| if may_hold_key(seg) { "<redacted>" } else { seg })
+        .map(|seg| if holds_key(seg) { "<redacted>" } else { seg })
         .collect::<Vec<_>>()
         .join("/")
 }
@@ -317,14 +327,35 @@ mod tests {
 
     #[test]
     fn a_key_in_the_path_is_not_logged() {
-        assert_eq!(loggable_path("kg", "/v1/keys/key_abc"), "/v1/keys/key_abc");
+        let key = KeyFormat::new("kg").generate();
+        let key = key.expose();
         assert_eq!(
-            loggable_path("kg", "/v1/keys/kg_SECRET123/rotate"),
+            loggable_path("kg", &format!("/v1/keys/{key}/rotate")),
             "/v1/keys/<redacted>/rotate"
         );
+        // Inside a segment, with `_` or the whole key percent-encoded, any case.
+        let encoded: String = key.bytes().map(|b| format!("%{b:02X}")).collect();
+        for seg in [
+            format!("x.{key}.json"),
+            key.replacen('_', "%5f", 1),
+            encoded,
+            key.to_ascii_uppercase(),
+        ] {
+            assert_eq!(
+                loggable_path("kg", &format!("/v1/keys/{seg}")),
+                "/v1/keys/<redacted>"
+            );
+        }
+        // Ids, names and orgs stay, even with a prefix that is also a word's end.
+        assert_eq!(loggable_path("kg", "/v1/keys/key_abc"), "/v1/keys/key_abc");
         assert_eq!(
-            loggable_path("kg", "/v1/keys/x.KG%5fSECRET"),
-            "/v1/keys/<redacted>"
+            loggable_path("kg", "/v1/orgs/pkg_x/keys"),
+            "/v1/orgs/pkg_x/keys"
+        );
+        let id = crate::key::new_key_id();
+        assert_eq!(
+            loggable_path("y", &format!("/v1/keys/{id}")),
+            format!("/v1/keys/{id}")
         );
     }
 
