@@ -222,6 +222,26 @@ async fn an_upload_longer_than_the_upstream_limit_gets_through() {
     gw.stop().await;
 }
 
+/// A chunked body on a GET reaches the upstream (hyper's client sends none for GET unless
+/// told to): nothing the client sent is dropped on the way.
+#[tokio::test]
+async fn a_chunked_body_on_a_get_is_forwarded() {
+    let gw = upload_gateway().await;
+    let (_id, key) = gw.create_key(&["--org", "acme", "--role", "viewer"]);
+    let req = format!(
+        "GET /upload HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        bearer(&key)
+    );
+    let answer = tokio::time::timeout(HANG, raw_exchange(gw.addr, req.as_bytes()))
+        .await
+        .expect("an answer, then the connection closed");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(answer.contains(r#""len":5"#), "{answer}");
+    assert!(answer.contains(&sha256_hex(b"hello")), "{answer}");
+    gw.stop().await;
+}
+
 /// An upload that stops coming ends the wait as well: 504 after the limit, not a hang.
 #[tokio::test]
 async fn a_stalled_upload_ends_in_504() {

@@ -11,6 +11,7 @@ pub mod upload;
 use crate::config::UpstreamConfig;
 use http::uri::PathAndQuery;
 use http::{Request, Uri, Version};
+use hyper::body::Body as _;
 use pool::{PoolError, Target};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -130,6 +131,16 @@ impl Upstream {
         *req.version_mut() = Version::HTTP_11;
         // Upstreams see their own name; the client's is in X-Forwarded-Host.
         req.headers_mut().insert(http::header::HOST, t.host.clone());
+        // A body of unknown length is sent chunked. hyper's client would otherwise send
+        // none for GET, HEAD and CONNECT (it assumes they have no body), and the client's
+        // `Transfer-Encoding` is gone with the hop-by-hop headers.
+        let body = req.body();
+        if !body.is_end_stream() && body.size_hint().exact().is_none() {
+            req.headers_mut().insert(
+                http::header::TRANSFER_ENCODING,
+                http::HeaderValue::from_static("chunked"),
+            );
+        }
         Ok((t, req))
     }
 
