@@ -54,6 +54,14 @@ async fn slow_upstream_is_504_over_http2_too() {
     gw.stop().await;
 }
 
+/// Sends `req` as it is and returns the answer as text, once the connection closes.
+async fn raw_answer(gw: &TestGateway, req: &str) -> String {
+    let answer = tokio::time::timeout(HANG, raw_exchange(gw.addr, req.as_bytes()))
+        .await
+        .expect("an answer, then the connection closed");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 /// A malformed request body is the client's fault: 400 `bad_body`, not a 502 blamed on
 /// the upstream. `/slow` answers after 3 s, so the body fails first.
 #[tokio::test]
@@ -64,10 +72,7 @@ async fn a_malformed_request_body_is_400_not_an_upstream_failure() {
         "POST /slow HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
         bearer(&key)
     );
-    let answer = tokio::time::timeout(HANG, raw_exchange(gw.addr, req.as_bytes()))
-        .await
-        .expect("an answer, then the connection closed");
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = raw_answer(&gw, &req).await;
     assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
     assert!(answer.contains(r#""code":"bad_body""#), "{answer}");
     assert!(!answer.contains(&key), "the key is never echoed");
@@ -232,10 +237,7 @@ async fn a_chunked_body_on_a_get_is_forwarded() {
         "GET /upload HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
         bearer(&key)
     );
-    let answer = tokio::time::timeout(HANG, raw_exchange(gw.addr, req.as_bytes()))
-        .await
-        .expect("an answer, then the connection closed");
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = raw_answer(&gw, &req).await;
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
     assert!(answer.contains(r#""len":5"#), "{answer}");
     assert!(answer.contains(&sha256_hex(b"hello")), "{answer}");
