@@ -7,6 +7,7 @@
 //! What the client sent may still sit in buffers (hyper's, the kernel's: a few MB) while
 //! a slow upstream reads it: that time counts against the upstream.
 
+use crate::store::monotonic_coarse_ms;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use std::pin::Pin;
@@ -15,22 +16,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-/// Now, in ms of a monotonic clock (the kernel's coarse one on Linux: no step when the
-/// wall clock is set, and a read of the vDSO page).
-#[cfg(target_os = "linux")]
-#[allow(clippy::useless_conversion)] // `tv_nsec` is narrower than i64 on some targets
-fn monotonic_ms() -> i64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
-    t.tv_sec.saturating_mul(1_000) + i64::from(t.tv_nsec / 1_000_000)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn monotonic_ms() -> i64 {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    crate::store::duration_ms(START.get_or_init(std::time::Instant::now).elapsed())
-}
-
-/// When a request's body last moved (`monotonic_ms`), shared between the body and the
+/// When a request's body last moved (`store::monotonic_coarse_ms`), shared between the body and the
 /// wait for the response head.
 #[derive(Clone, Debug)]
 pub struct Progress(Arc<AtomicI64>);
@@ -41,7 +27,7 @@ impl Progress {
     pub fn more_time(&self, limit: Duration) -> Option<Duration> {
         let limit_ms = i64::try_from(limit.as_millis()).unwrap_or(i64::MAX);
         let due = self.0.load(Ordering::Relaxed).saturating_add(limit_ms);
-        let left = due.saturating_sub(monotonic_ms());
+        let left = due.saturating_sub(monotonic_coarse_ms());
         (left > 0).then(|| Duration::from_millis(left.unsigned_abs()))
     }
 }
@@ -57,8 +43,8 @@ pub struct Upload {
 impl Upload {
     /// The body, and the progress to watch when it has one.
     pub fn new(body: Incoming) -> (Upload, Option<Progress>) {
-        let progress =
-            (!body.is_end_stream()).then(|| Progress(Arc::new(AtomicI64::new(monotonic_ms()))));
+        let progress = (!body.is_end_stream())
+            .then(|| Progress(Arc::new(AtomicI64::new(monotonic_coarse_ms()))));
         let watch = progress.clone();
         (Upload { body, progress }, watch)
     }
@@ -75,7 +61,7 @@ impl Body for Upload {
         let polled = Pin::new(&mut self.body).poll_frame(cx);
         // A piece, or the end: the wait for the answer runs from the last of them.
         if let (Some(p), Poll::Ready(None | Some(Ok(_)))) = (&self.progress, &polled) {
-            p.0.store(monotonic_ms(), Ordering::Relaxed);
+            p.0.store(monotonic_coarse_ms(), Ordering::Relaxed);
         }
         polled
     }
@@ -95,7 +81,7 @@ mod tests {
 
     #[test]
     fn more_time_runs_from_the_last_move() {
-        let now = monotonic_ms();
+        let now = monotonic_coarse_ms();
         let p = Progress(Arc::new(AtomicI64::new(now)));
         let left = p.more_time(Duration::from_secs(30)).expect("time left");
         assert!(left > Duration::from_secs(20) && left <= Duration::from_secs(30));

@@ -131,16 +131,35 @@ pub fn is_ident(s: &str) -> bool {
 /// without a TSC read (cheaper than `now_ms`: benches/RESULTS.md); it lags the precise
 /// clock by at most one tick (1-4 ms), far below any TTL or expiry a key has.
 #[cfg(target_os = "linux")]
-#[allow(clippy::useless_conversion)] // `tv_nsec` is narrower than i64 on some targets
 pub fn coarse_now_ms() -> i64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
-    t.tv_sec.saturating_mul(1_000) + i64::from(t.tv_nsec / 1_000_000)
+    clock_ms(rustix::time::ClockId::RealtimeCoarse)
 }
 
 /// Elsewhere the precise clock.
 #[cfg(not(target_os = "linux"))]
 pub fn coarse_now_ms() -> i64 {
     now_ms()
+}
+
+/// Now, in ms of a monotonic clock, for timers kept as numbers (`proxy::upload`): on Linux
+/// the kernel's coarse one (no step when the wall clock is set, a read of the vDSO page).
+#[cfg(target_os = "linux")]
+pub fn monotonic_coarse_ms() -> i64 {
+    clock_ms(rustix::time::ClockId::MonotonicCoarse)
+}
+
+/// Elsewhere ms since the first call.
+#[cfg(not(target_os = "linux"))]
+pub fn monotonic_coarse_ms() -> i64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    duration_ms(START.get_or_init(std::time::Instant::now).elapsed())
+}
+
+#[cfg(target_os = "linux")]
+#[allow(clippy::useless_conversion)] // `tv_nsec` is narrower than i64 on some targets
+fn clock_ms(clock: rustix::time::ClockId) -> i64 {
+    let t = rustix::time::clock_gettime(clock);
+    t.tv_sec.saturating_mul(1_000) + i64::from(t.tv_nsec / 1_000_000)
 }
 
 /// Now, as unix milliseconds.
