@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-/// When a request's body last moved (`store::monotonic_coarse_ms`), shared between the body and the
-/// wait for the response head.
+/// When a request's body last moved (`store::monotonic_coarse_ms`), shared between the
+/// body and the wait for the response head.
 #[derive(Clone, Debug)]
 pub struct Progress(Arc<AtomicI64>);
 
