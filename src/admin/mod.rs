@@ -190,15 +190,12 @@ impl Admin {
                 .iter()
                 .find(|(n, _)| *n == name)
                 .map_or("", |(_, v)| *v);
-            // `+` is a literal in a path, not a space as in a query.
-            percent_decode(&raw.replace('+', "%2B"))
-                .map(|v| v.into_owned())
-                .ok_or_else(|| {
-                    AdminError::invalid(
-                        "path",
-                        format!("`{name}` is not valid percent-encoded UTF-8"),
-                    )
-                })
+            decode_path_segment(raw).ok_or_else(|| {
+                AdminError::invalid(
+                    "path",
+                    format!("`{name}` is not valid percent-encoded UTF-8"),
+                )
+            })
         };
         let params = ParamValues {
             id: param("id")?,
@@ -301,8 +298,7 @@ pub async fn start(config: &Config, admin: Arc<Admin>) -> Result<Running, ServeE
 fn loggable_path(prefix: &str, path: &str) -> String {
     let marker = format!("{}_", prefix.to_ascii_lowercase());
     let holds_key = |seg: &str| {
-        // `+` is a literal in a path, as `handle_inner` reads it.
-        let seg = percent_decode(&seg.replace('+', "%2B"))
+        let seg = decode_path_segment(seg)
             .map_or_else(|| seg.to_ascii_lowercase(), |s| s.to_ascii_lowercase());
         seg.match_indices(&marker).any(|(i, m)| {
             seg.as_bytes()[i + m.len()..]
@@ -312,13 +308,16 @@ fn loggable_path(prefix: &str, path: &str) -> String {
                 >= 30
         })
     };
-    if !path.split('/').any(holds_key) {
-        return path.to_owned();
-    }
     path.split('/')
         .map(|seg| if holds_key(seg) { "<redacted>" } else { seg })
         .collect::<Vec<_>>()
         .join("/")
+}
+
+/// A path segment percent-decoded, as the admin API reads it: `+` is a literal in a path,
+/// not a space as in a query.
+fn decode_path_segment(raw: &str) -> Option<String> {
+    percent_decode(&raw.replace('+', "%2B")).map(|v| v.into_owned())
 }
 
 #[cfg(test)]
