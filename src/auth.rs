@@ -80,15 +80,7 @@ impl IdentityNames {
     pub fn is_identity_header(&self, name: &HeaderName) -> bool {
         let n = name.as_str().as_bytes();
         let p = self.prefix.as_bytes();
-        n.len() >= p.len()
-            && n.iter().zip(p).all(|(&a, &b)| {
-                let a = if a == b'_' {
-                    b'-'
-                } else {
-                    a.to_ascii_lowercase()
-                };
-                a == b
-            })
+        n.len() >= p.len() && n.iter().zip(p).all(|(&a, &b)| fold_name_byte(a) == b)
     }
 }
 
@@ -191,9 +183,20 @@ pub struct CredentialSources {
 /// Whether two header names are one once `_` is read as `-` (as some servers and CGI-style
 /// frameworks read them: `X_Api_Key` reaches them as `x-api-key`). Names are lower case.
 pub fn same_header_name(a: &HeaderName, b: &HeaderName) -> bool {
-    let fold = |c: u8| if c == b'_' { b'-' } else { c };
     let (a, b) = (a.as_str().as_bytes(), b.as_str().as_bytes());
-    a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| fold(x) == fold(y))
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(&x, &y)| fold_name_byte(x) == fold_name_byte(y))
+}
+
+/// A header name's byte as servers that fold names read it: lower case, `_` as `-`.
+fn fold_name_byte(c: u8) -> u8 {
+    if c == b'_' {
+        b'-'
+    } else {
+        c.to_ascii_lowercase()
+    }
 }
 
 /// Every value of the key header `name`, under that name or a spelling of it with `_` for
