@@ -265,37 +265,36 @@ impl Errors {
     }
 
     fn duration(&mut self, field: &str, v: Option<&str>, default: &str) -> Duration {
-        match parse_duration(v.unwrap_or(default)) {
-            Ok(d) => d,
-            Err(e) => {
-                self.push(field, e.to_string());
-                Duration::ZERO
-            }
-        }
+        self.parsed(field, v, default).unwrap_or(Duration::ZERO)
+    }
+
+    /// The duration, or `None` with the parse error recorded.
+    fn parsed(&mut self, field: &str, v: Option<&str>, default: &str) -> Option<Duration> {
+        parse_duration(v.unwrap_or(default))
+            .map_err(|e| self.push(field, e.to_string()))
+            .ok()
     }
 
     /// A duration of at most `max` (zero allowed).
     fn at_most(&mut self, field: &str, v: Option<&str>, default: &str, max: Duration) -> Duration {
-        let parsed = parse_duration(v.unwrap_or(default));
-        let d = self.duration(field, v, default);
-        if parsed.is_ok() && d > max {
+        let d = self.parsed(field, v, default);
+        if d.is_some_and(|d| d > max) {
             self.push(field, format!("must be at most {}", format_duration(max)));
         }
-        d
+        d.unwrap_or(Duration::ZERO)
     }
 
     /// A duration that must be above zero and at most `max`: timers and timeouts of zero
     /// would spin or refuse everything.
     fn bounded(&mut self, field: &str, v: Option<&str>, default: &str, max: Duration) -> Duration {
-        let parsed = parse_duration(v.unwrap_or(default));
-        let d = self.duration(field, v, default);
-        if parsed.is_ok() && (d.is_zero() || d > max) {
+        let d = self.parsed(field, v, default);
+        if d.is_some_and(|d| d.is_zero() || d > max) {
             self.push(
                 field,
                 format!("must be above 0 and at most {}", format_duration(max)),
             );
         }
-        d
+        d.unwrap_or(Duration::ZERO)
     }
 
     fn addr(&mut self, field: &str, v: Option<&str>, default: &str) -> SocketAddr {
