@@ -157,8 +157,9 @@ pub enum AdminError {
     Unauthorized,
     #[error("an API key cannot manage keys; use an admin token")]
     ApiKeyNotAllowed,
-    #[error("this admin token may not manage that key, org or workspace")]
-    OutsideTokenScope,
+    /// `reason` says which limit of the token the request crosses.
+    #[error("outside this admin token's scope: {reason}")]
+    OutsideTokenScope { reason: String },
     #[error("no such endpoint")]
     NoSuchEndpoint,
     /// `allow`: the methods the path takes, as the `Allow` header lists them.
@@ -193,13 +194,21 @@ impl AdminError {
         }
     }
 
+    pub fn outside_scope(reason: impl Into<String>) -> Self {
+        AdminError::OutsideTokenScope {
+            reason: reason.into(),
+        }
+    }
+
     pub fn answer(&self) -> Answer {
         use crate::service::ServiceError as E;
         use StatusCode as S;
         match self {
             AdminError::Unauthorized => answer(S::UNAUTHORIZED, "unauthorized", Some(BEARER)),
             AdminError::ApiKeyNotAllowed => answer(S::FORBIDDEN, "api_key_not_allowed", None),
-            AdminError::OutsideTokenScope => answer(S::FORBIDDEN, "outside_token_scope", None),
+            AdminError::OutsideTokenScope { .. } => {
+                answer(S::FORBIDDEN, "outside_token_scope", None)
+            }
             AdminError::NoSuchEndpoint | AdminError::NoSecret => {
                 answer(S::NOT_FOUND, "not_found", None)
             }

@@ -251,7 +251,7 @@ fn every_ref_resolves_and_every_error_code_is_listed() {
     let errors = [
         AdminError::Unauthorized,
         AdminError::ApiKeyNotAllowed,
-        AdminError::OutsideTokenScope,
+        AdminError::outside_scope("x"),
         AdminError::NoSuchEndpoint,
         AdminError::MethodNotAllowed {
             allow: "GET".into(),

@@ -2,14 +2,15 @@
 //! answer with the same JSON the CLI prints.
 
 use super::routes::Op;
-use super::{in_scope, json, key_in_scope, ParamValues, MAX_BODY};
+use super::scope::{self, key_in_scope};
+use super::{json, ParamValues, MAX_BODY};
 use crate::auth::percent_decode;
 use crate::config::parse_duration;
 use crate::config::AdminToken;
 use crate::error::AdminError;
 use crate::service::view::{parse_rfc3339, AuditView, KeyView};
 use crate::service::{Expiry, KeyService, NewKey};
-use crate::store::{now_ms, AuditQuery, KeyFilter, KeyRecord, KeyType, ALL_WORKSPACES};
+use crate::store::{now_ms, AuditQuery, KeyFilter, KeyRecord, KeyType};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -133,24 +134,8 @@ async fn scoped_key(
     id: &str,
 ) -> Result<KeyRecord, AdminError> {
     let key = svc.show(id).await?;
-    if !key_in_scope(token, &key) {
-        return Err(AdminError::OutsideTokenScope);
-    }
+    scope::check_key(token, &key)?;
     Ok(key)
-}
-
-/// Users are org-level: a workspace-limited token cannot manage them.
-fn user_scope(token: &AdminToken, org: &str) -> Result<(), AdminError> {
-    let ok = token.workspaces.is_none()
-        && token
-            .orgs
-            .as_ref()
-            .is_none_or(|o| o.iter().any(|x| x == org));
-    if ok {
-        Ok(())
-    } else {
-        Err(AdminError::OutsideTokenScope)
-    }
 }
 
 fn user_json(u: &crate::store::UserRecord) -> serde_json::Value {
@@ -197,14 +182,14 @@ pub async fn run(
                 }
                 (None, None) => None,
             };
-            let scope: Vec<String> = if b.workspaces.is_empty() {
-                vec![ALL_WORKSPACES.to_owned()]
-            } else {
-                b.workspaces.clone()
+            let asked = scope::Asked {
+                org: &b.org,
+                workspaces: &b.workspaces,
+                roles: &b.roles,
+                inherit: b.inherit,
+                owner: b.owner.as_deref(),
             };
-            if !in_scope(token, &b.org, &scope) {
-                return Err(AdminError::OutsideTokenScope);
-            }
+            scope::check_create(svc, token, &asked).await?;
             let req = NewKey {
                 org: b.org,
                 workspaces: b.workspaces,
@@ -308,13 +293,17 @@ pub async fn run(
         // Recoverable keys are not supported: no secret can be shown again.
         Op::RevealSecret => Err(AdminError::NoSecret),
         Op::RemoveUser | Op::RestoreUser | Op::SetUserRoles => {
-            user_scope(token, &p.org)?;
-            let u = match op {
-                Op::RemoveUser => svc.remove_user(&p.org, &p.user, actor).await?,
-                Op::RestoreUser => svc.restore_user(&p.org, &p.user, actor).await?,
-                _ => {
-                    let b: RolesBody = body(req).await?;
-                    svc.set_user_roles(&p.org, &p.user, &b.roles, actor).await?
+            let new_roles = match op {
+                Op::SetUserRoles => Some(body::<RolesBody>(req).await?.roles),
+                _ => None,
+            };
+            scope::check_user_op(svc, token, &p.org, &p.user, new_roles.as_deref()).await?;
+            let u = match (op, new_roles) {
+                (Op::RemoveUser, _) => svc.remove_user(&p.org, &p.user, actor).await?,
+                (Op::RestoreUser, _) => svc.restore_user(&p.org, &p.user, actor).await?,
+                (_, roles) => {
+                    svc.set_user_roles(&p.org, &p.user, &roles.unwrap_or_default(), actor)
+                        .await?
                 }
             };
             ok(user_json(&u))
@@ -338,7 +327,11 @@ pub async fn run(
                 Some(id) if limited => {
                     scoped_key(svc, token, id).await?;
                 }
-                None if limited => return Err(AdminError::OutsideTokenScope),
+                None if limited => {
+                    return Err(AdminError::outside_scope(
+                        "a limited token reads the audit of one key at a time (`?key=`)",
+                    ))
+                }
                 _ => {}
             }
             let events = svc

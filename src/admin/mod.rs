@@ -7,6 +7,7 @@
 
 mod handlers;
 pub mod routes;
+pub mod scope;
 
 use crate::auth::{percent_decode, CredentialSources};
 use crate::cache::KeyCache;
@@ -16,7 +17,7 @@ use crate::key::{KeyFormat, KeyHash};
 use crate::metrics::Metrics;
 use crate::server::{Running, ServeError};
 use crate::service::KeyService;
-use crate::store::{KeyRecord, KeyStore};
+use crate::store::KeyStore;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
@@ -169,7 +170,8 @@ impl Admin {
         req: Request<Incoming>,
     ) -> Result<Response<Full<Bytes>>, AdminError> {
         let path = req.uri().path().to_owned();
-        let (op, params) = match routes::find(req.method(), &path) {
+        let method = req.method().clone();
+        let (op, params) = match routes::find(&method, &path) {
             Found::Op(op, params) => (op, params),
             Found::WrongMethod(allowed) => {
                 return Err(AdminError::MethodNotAllowed {
@@ -202,7 +204,25 @@ impl Admin {
             org: param("org")?,
             user: param("user")?,
         };
-        handlers::run(&state.service, op, token, params, req).await
+        let key_id = crate::key::is_key_id(&params.id).then(|| params.id.clone());
+        let result = handlers::run(&state.service, op, token, params, req).await;
+        if let Err(AdminError::OutsideTokenScope { reason }) = &result {
+            // A limited token reaching beyond its scope is worth knowing about: who, what,
+            // why not. The refusal stands whether or not the event could be written.
+            let details = serde_json::json!({
+                "method": method.as_str(),
+                "path": loggable_path(self.format.prefix(), &path),
+                "reason": reason,
+            });
+            if let Err(e) = state
+                .service
+                .record_refusal(&token.name, key_id.as_deref(), details)
+                .await
+            {
+                tracing::warn!(error = %e, "could not audit a refused admin request");
+            }
+        }
+        result
     }
 
     async fn public(&self, op: Op) -> Result<Response<Full<Bytes>>, AdminError> {
@@ -250,27 +270,6 @@ pub struct ParamValues {
 
 fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Whether a limited token may see and manage a key of `org` scoped to `workspaces`.
-/// An org-limited token: keys of its orgs. A workspace-limited token: workspace keys of
-/// its workspaces only (an org key reaches beyond them).
-pub fn in_scope(token: &AdminToken, org: &str, workspaces: &[String]) -> bool {
-    let org_ok = token
-        .orgs
-        .as_ref()
-        .is_none_or(|o| o.iter().any(|x| x == org));
-    let ws_ok = token.workspaces.as_ref().is_none_or(|allowed| {
-        !workspaces.is_empty()
-            && workspaces
-                .iter()
-                .all(|w| w != crate::store::ALL_WORKSPACES && allowed.contains(w))
-    });
-    org_ok && ws_ok
-}
-
-pub fn key_in_scope(token: &AdminToken, key: &KeyRecord) -> bool {
-    in_scope(token, &key.org, &key.workspaces)
 }
 
 pub fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
@@ -356,36 +355,6 @@ mod tests {
             loggable_path("y", &format!("/v1/keys/{id}")),
             format!("/v1/keys/{id}")
         );
-    }
-
-    fn token(orgs: Option<&[&str]>, workspaces: Option<&[&str]>) -> AdminToken {
-        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect();
-        AdminToken {
-            name: "t".into(),
-            sha256: [0; 32],
-            orgs: orgs.map(v),
-            workspaces: workspaces.map(v),
-        }
-    }
-
-    #[test]
-    fn scopes() {
-        let ws = |s: &str| vec![s.to_string()];
-        let all = ws("*");
-        let op = token(None, None);
-        assert!(in_scope(&op, "acme", &all));
-        let org = token(Some(&["acme"]), None);
-        assert!(in_scope(&org, "acme", &all));
-        assert!(in_scope(&org, "acme", &ws("team-a")));
-        assert!(!in_scope(&org, "other", &ws("team-a")));
-        let team = token(Some(&["acme"]), Some(&["team-a"]));
-        assert!(in_scope(&team, "acme", &ws("team-a")));
-        assert!(!in_scope(&team, "acme", &ws("team-b")));
-        assert!(
-            !in_scope(&team, "acme", &all),
-            "an org key reaches beyond the workspace"
-        );
-        assert!(!in_scope(&team, "other", &ws("team-a")));
     }
 
     #[test]

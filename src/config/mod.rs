@@ -69,6 +69,26 @@ pub struct AdminToken {
     pub sha256: [u8; 32],
     pub orgs: Option<Vec<String>>,
     pub workspaces: Option<Vec<String>>,
+    /// The roles this token may grant; `None`: any (see `grantable_roles`).
+    pub roles: Option<Vec<String>>,
+}
+
+impl AdminToken {
+    /// Whether the token is the operator's: no org, workspace or role limit.
+    pub fn is_unlimited(&self) -> bool {
+        self.orgs.is_none() && self.workspaces.is_none() && self.roles.is_none()
+    }
+
+    /// The roles the token may put on a key, `None` for any. A workspace token grants
+    /// only the roles named for it, none when it names none: a workspace editor must not
+    /// mint keys stronger than the operator meant to hand it.
+    pub fn grantable_roles(&self) -> Option<&[String]> {
+        match (&self.roles, &self.workspaces) {
+            (Some(r), _) => Some(r),
+            (None, Some(_)) => Some(&[]),
+            (None, None) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -319,6 +339,15 @@ impl Errors {
     }
 }
 
+/// The shape of orgs, workspaces, users and metadata keys: 1-128 characters of
+/// `[A-Za-z0-9-_.:@]`. Never `*`, never a list, never a path.
+pub fn is_ident(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.:@".contains(&c))
+}
+
 /// Role and permission names. No `*`: permissions match exactly, and a wildcard that
 /// silently granted nothing would be worse than none. No `,` either: a key's permissions
 /// travel joined by commas in one identity header.
@@ -365,6 +394,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
                 sha256: h.0,
                 orgs: t.orgs,
                 workspaces: t.workspaces,
+                roles: t.roles,
             }),
             None => e.push(
                 format!("{field}.sha256"),
@@ -544,6 +574,8 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }
         roles.insert(name, perms.into_iter().collect());
     }
+
+    check_token_limits(&mut e, &tokens, &roles);
 
     let mut upstreams = Vec::new();
     let mut upstream_index = BTreeMap::new();
@@ -811,6 +843,42 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         server,
         log,
     })
+}
+
+/// A token's limits name real things: a workspace limit says whose workspaces (an org),
+/// a role ceiling names configured roles, and every name has the shape of one.
+fn check_token_limits(
+    e: &mut Errors,
+    tokens: &[AdminToken],
+    roles: &BTreeMap<String, BTreeSet<String>>,
+) {
+    for (i, t) in tokens.iter().enumerate() {
+        let field = format!("admin.tokens[{i}]");
+        if t.workspaces.is_some() && t.orgs.is_none() {
+            e.push(
+                format!("{field}.workspaces"),
+                "a workspace limit needs `orgs: [..]` naming the org the workspaces belong to; alone it would match that workspace name in every org",
+            );
+        }
+        for (list, what) in [(&t.orgs, "orgs"), (&t.workspaces, "workspaces")] {
+            for name in list.iter().flatten() {
+                if !is_ident(name) {
+                    e.push(
+                        format!("{field}.{what}"),
+                        format!("`{name}` must be 1-128 characters of [A-Za-z0-9-_.:@]"),
+                    );
+                }
+            }
+        }
+        for r in t.roles.iter().flatten() {
+            if !roles.contains_key(r) {
+                e.push(
+                    format!("{field}.roles"),
+                    format!("`{r}` is not a role of `roles:`"),
+                );
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -87,8 +87,14 @@ pub struct RawAdminToken {
     pub name: String,
     /// Hex sha256 of the token; the token itself is never in config.
     pub sha256: String,
+    /// Limits the token to keys of these orgs.
     pub orgs: Option<Vec<String>>,
+    /// Limits the token to workspace keys of these workspaces (of its `orgs`, which must
+    /// be given: a workspace name alone would match that workspace in every org).
     pub workspaces: Option<Vec<String>>,
+    /// The roles the token may grant (its ceiling). A token with `workspaces` grants only
+    /// the roles named here (none when absent).
+    pub roles: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -160,6 +160,28 @@ impl KeyService {
         Ok((names.into_iter().collect(), perms.into_iter().collect()))
     }
 
+    /// The permissions `roles` grant, as configured now (unknown roles grant nothing).
+    pub fn permissions_of(&self, roles: &[String]) -> Vec<String> {
+        let perms: BTreeSet<&String> = roles
+            .iter()
+            .filter_map(|r| self.roles.get(r))
+            .flatten()
+            .collect();
+        perms.into_iter().cloned().collect()
+    }
+
+    /// Writes an audit event for a refused request (`denied`): who tried what, and why
+    /// not. Nothing else is written.
+    pub async fn record_refusal(
+        &self,
+        actor: &str,
+        key_id: Option<&str>,
+        details: serde_json::Value,
+    ) -> Result<(), ServiceError> {
+        let event = Self::event("denied", key_id, actor, details);
+        Ok(self.store.save_keys(&[], &[event]).await?)
+    }
+
     async fn must_get(&self, id: &str) -> Result<KeyRecord, ServiceError> {
         if !crate::key::is_key_id(id) {
             return Err(ServiceError::NotFound(id.to_owned()));

@@ -117,14 +117,7 @@ pub struct AuditQuery {
     pub limit: usize,
 }
 
-/// The shape of orgs, workspaces, users and metadata keys: 1-128 characters of
-/// `[A-Za-z0-9-_.:@]`. Never `*`, never a list, never a path.
-pub fn is_ident(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"-_.:@".contains(&c))
-}
+pub use crate::config::is_ident;
 
 /// Now, as unix milliseconds, for the request path (key expiry, cache freshness): on
 /// Linux the kernel's coarse clock (`CLOCK_REALTIME_COARSE`), read from the vDSO page

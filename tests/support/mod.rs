@@ -127,7 +127,7 @@ admin:
   tokens:
     - {{ name: ops, sha256: "{ops}" }}
     - {{ name: acme-owner, sha256: "{acme}", orgs: [acme] }}
-    - {{ name: team-a-editor, sha256: "{team}", orgs: [acme], workspaces: [team-a] }}
+    - {{ name: team-a-editor, sha256: "{team}", orgs: [acme], workspaces: [team-a], roles: [viewer] }}
 store: {{ kind: embedded, path: "{db}", poll_interval: 100ms }}
 cache: {{ max_entries: 1000, ttl: 30s, negative_ttl: 5s, stale_if_error: 5m }}
 keys: {{ prefix: kg, header: x-api-key, query_param: api_key }}
@@ -540,6 +540,7 @@ pub fn well_formed_unknown_key() -> String {
         .expose()
         .to_owned()
 }
+pub mod admin;
 pub mod certs;
 pub mod redis;
 
