@@ -9,6 +9,7 @@ use crate::store::{now_ms, AuditQuery, KeyFilter, KeyRecord, KeyType};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -19,6 +20,8 @@ pub enum CliError {
     Service(#[from] ServiceError),
     #[error(transparent)]
     Transfer(#[from] TransferError),
+    #[error("cannot read standard input: {0}")]
+    Stdin(#[source] std::io::Error),
 }
 
 impl From<crate::store::StoreError> for CliError {
@@ -108,6 +111,13 @@ pub enum KeysCommand {
     },
     /// Delete a key; it is gone for good.
     Delete { id: String },
+    /// Report a leaked secret, read from standard input (never an argument, which would
+    /// land in shell history and `ps`): the key it belongs to is revoked (audit `leaked`).
+    Leaked {
+        /// Read the secret from standard input (one key).
+        #[arg(long, required = true)]
+        stdin: bool,
+    },
     /// Write every key (hashes, never secrets) and its owner's user record as JSON lines.
     Export {
         /// File to write, `-` for standard output.
@@ -126,7 +136,8 @@ pub enum KeysCommand {
 pub struct CreateArgs {
     #[arg(long)]
     pub org: String,
-    /// The key's workspace (omit for an org key that may use every workspace).
+    /// A workspace the key may use, repeatable (omit for an org key that may use every
+    /// workspace of its org).
     #[arg(long = "workspace")]
     pub workspaces: Vec<String>,
     #[arg(long)]
@@ -231,8 +242,9 @@ fn key_text(k: &KeyRecord) -> String {
     let now = now_ms();
     let v = KeyView::new(k, now);
     let mut s = format!(
-        "{}  {}\n  org: {}  workspaces: {}  type: {}{}\n  roles: {}{}  permissions: {}\n  status: {}  created: {} by {}  last used: {}  expires: {}",
+        "{}  {}  {}\n  org: {}  workspaces: {}  type: {}{}\n  roles: {}{}  permissions: {}\n  status: {}  created: {} by {}  last used: {}  expires: {}",
         v.id,
+        v.hint.unwrap_or("(no hint)"),
         v.name,
         v.org,
         v.workspaces.join(","),
@@ -256,6 +268,9 @@ fn key_text(k: &KeyRecord) -> String {
     }
     s
 }
+
+/// The most of standard input a leak report reads: a key is under 100 bytes.
+const MAX_LEAK_REPORT: u64 = 4096;
 
 const SHOWN_ONCE: &str = "This secret is shown once and cannot be shown again. Store it now.";
 
@@ -352,6 +367,32 @@ pub async fn run_with(svc: &KeyService, cmd: Command) -> Result<Output, CliError
                     json: json!({ "deleted": id }),
                     text: format!("deleted {id}"),
                 })
+            }
+            KeysCommand::Leaked { stdin: _ } => {
+                let mut secret = String::new();
+                std::io::stdin()
+                    .lock()
+                    .take(MAX_LEAK_REPORT)
+                    .read_to_string(&mut secret)
+                    .map_err(CliError::Stdin)?;
+                match svc.find_by_secret(&secret).await? {
+                    None => Ok(Output {
+                        json: json!({ "found": false }),
+                        text: "no key matches that secret; nothing revoked".to_owned(),
+                    }),
+                    Some(k) => {
+                        let k = svc.revoke_leaked(&k.id, a).await?;
+                        Ok(Output {
+                            json: json!({ "found": true, "id": k.id, "key": key_json(&k) }),
+                            text: format!(
+                                "{}
+
+revoked: its secret was reported leaked",
+                                key_text(&k)
+                            ),
+                        })
+                    }
+                }
             }
             KeysCommand::Export { out } => {
                 let (keys, users) = if out.as_os_str() == "-" {

@@ -227,6 +227,7 @@ impl AdminError {
                 E::NotFound(_) => answer(S::NOT_FOUND, "not_found", None),
                 E::KeyNotActive { .. } => answer(S::CONFLICT, "key_not_active", None),
                 E::UnknownUser { .. } => answer(S::NOT_FOUND, "unknown_user", None),
+                E::MalformedKey => answer(S::BAD_REQUEST, "malformed_key", None),
                 // Another writer kept changing the same key: the change was not made.
                 E::Store(crate::store::StoreError::Conflict { .. }) => {
                     answer(S::CONFLICT, "conflict", None)

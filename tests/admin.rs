@@ -58,7 +58,10 @@ async fn create_shows_the_secret_once_then_never() {
         assert_status(&r, 200);
         let body = text(&r);
         assert!(!body.contains(&key), "{path} shows the secret: {body}");
-        assert!(!body.contains("kg_"), "{path} shows a secret: {body}");
+        assert!(
+            !contains_secret_shape(&body),
+            "{path} shows a secret: {body}"
+        );
         assert!(!contains_hex64(&body), "{path} shows a hash: {body}");
     }
     let shown = ops(&gw, Method::GET, &format!("/v1/keys/{}", id(&k)), None)
@@ -218,7 +221,7 @@ async fn list_filters_by_org_workspace_and_token_scope() {
     // The answer never holds a secret or a hash.
     let body = text(&ops(&gw, Method::GET, "/v1/keys", None).await);
     assert!(
-        !body.contains("kg_") && !contains_hex64(&body),
+        !contains_secret_shape(&body) && !contains_hex64(&body),
         "list leaks: {body}"
     );
 
@@ -1320,7 +1323,15 @@ async fn bad_create_bodies_are_400_and_write_nothing() {
             "invalid_request",
         ),
         (
-            json!({ "org": "acme", "roles": ["viewer"], "workspaces": ["a", "b"] }),
+            json!({ "org": "acme", "roles": ["viewer"], "workspaces": ["a", "a"] }),
+            "invalid_request",
+        ),
+        (
+            json!({ "org": "acme", "roles": ["viewer"], "workspaces": ["a", "*"] }),
+            "invalid_request",
+        ),
+        (
+            json!({ "org": "acme", "roles": ["viewer"], "workspaces": [] }),
             "invalid_request",
         ),
         (

@@ -269,14 +269,14 @@ async fn invalid_creates_are_refused_and_write_nothing() {
             "owner",
         ),
         (
-            "two workspaces",
+            "a workspace listed twice",
             vec![
                 "--org",
                 "acme",
                 "--workspace",
                 "a",
                 "--workspace",
-                "b",
+                "a",
                 "--role",
                 "viewer",
             ],

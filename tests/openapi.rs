@@ -85,7 +85,7 @@ fn route_op(method: &str, path: &str) -> Op {
 fn takes_body(op: Op) -> bool {
     matches!(
         op,
-        Op::CreateKey | Op::PatchKey | Op::RotateKey | Op::SetUserRoles
+        Op::CreateKey | Op::PatchKey | Op::RotateKey | Op::SetUserRoles | Op::ReportLeak
     )
 }
 
@@ -268,6 +268,7 @@ fn every_ref_resolves_and_every_error_code_is_listed() {
             message: "m".into(),
         }),
         AdminError::Service(ServiceError::UnknownRole("r".into())),
+        AdminError::Service(ServiceError::MalformedKey),
         AdminError::Service(ServiceError::NotFound("key_x".into())),
         AdminError::Service(ServiceError::KeyNotActive {
             id: "key_x".into(),
@@ -507,6 +508,7 @@ async fn real_answers_fit_the_document() {
     )
     .await;
     let new_id = rotated.json()["id"].as_str().expect("new id").to_owned();
+    let leaked = rotated.json()["key"].as_str().expect("new key").to_owned();
 
     let k = |suffix: &str| format!("/v1/keys/{id}{suffix}");
     let user = |what: &str| format!("/v1/orgs/acme/users/bob/{what}");
@@ -556,6 +558,12 @@ async fn real_answers_fit_the_document() {
         (Method::PUT, "/v1/orgs/{org}/users/{user}/roles", user("roles"), TEAM_A_TOKEN.into(),
             Some(json!({ "roles": ["viewer"] })), 403),
         (Method::GET, "/v1/audit", "/v1/audit".into(), ACME_TOKEN.into(), None, 403),
+        (post.clone(), "/v1/keys/leaked", "/v1/keys/leaked".into(), ops.clone(),
+            Some(json!({ "key": leaked })), 200),
+        (post.clone(), "/v1/keys/leaked", "/v1/keys/leaked".into(), ops.clone(),
+            Some(json!({ "key": well_formed_unknown_key() })), 200),
+        (post.clone(), "/v1/keys/leaked", "/v1/keys/leaked".into(), ops.clone(),
+            Some(json!({ "key": "kg_nope" })), 400),
     ];
     let mut seen: BTreeSet<(String, &str)> = BTreeSet::from([
         ("POST".to_owned(), "/v1/keys"),

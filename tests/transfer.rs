@@ -104,7 +104,7 @@ async fn an_export_is_checked_as_create_would_check_it() {
     let cases: [(&str, serde_json::Value); 4] = [
         ("permissions", serde_json::json!(["models:read,admin:all"])),
         ("org", serde_json::json!("acme\r\nx-evil: 1")),
-        ("workspaces", serde_json::json!(["a", "b"])),
+        ("workspaces", serde_json::json!(["a", "*"])),
         ("name", serde_json::json!("new\nline")),
     ];
     for (field, value) in cases {

@@ -32,8 +32,8 @@ struct CreateBody {
     #[serde(rename = "type")]
     key_type: Option<String>,
     owner: Option<String>,
-    #[serde(default)]
-    workspaces: Vec<String>,
+    /// Absent: an org key. Present: `["*"]` or the workspaces, at least one.
+    workspaces: Option<Vec<String>>,
     expires_at: Option<String>,
     expires_in: Option<String>,
     #[serde(default)]
@@ -45,6 +45,13 @@ struct CreateBody {
 #[serde(deny_unknown_fields)]
 struct RotateBody {
     grace: Option<String>,
+}
+
+/// A leak report: the secret found in the wild.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeakBody {
+    key: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -182,9 +189,18 @@ pub async fn run(
                 }
                 (None, None) => None,
             };
+            let workspaces = match b.workspaces {
+                Some(w) if w.is_empty() => {
+                    return Err(AdminError::invalid(
+                        "workspaces",
+                        "give at least one workspace, or omit it for an org key",
+                    ))
+                }
+                w => w.unwrap_or_default(),
+            };
             let asked = scope::Asked {
                 org: &b.org,
-                workspaces: &b.workspaces,
+                workspaces: &workspaces,
                 roles: &b.roles,
                 inherit: b.inherit,
                 owner: b.owner.as_deref(),
@@ -192,7 +208,7 @@ pub async fn run(
             scope::check_create(svc, token, &asked).await?;
             let req = NewKey {
                 org: b.org,
-                workspaces: b.workspaces,
+                workspaces,
                 name: b.name,
                 key_type,
                 owner: b.owner,
@@ -292,6 +308,17 @@ pub async fn run(
         }
         // Recoverable keys are not supported: no secret can be shown again.
         Op::RevealSecret => Err(AdminError::NoSecret),
+        Op::ReportLeak => {
+            let b: LeakBody = body(req).await?;
+            let Some(key) = svc.find_by_secret(&b.key).await? else {
+                return ok(json!({ "found": false }));
+            };
+            // A limited token reports leaks of its own keys; beyond them it learns nothing
+            // it did not know (it holds the secret) and revokes nothing.
+            scope::check_key(token, &key)?;
+            let key = svc.revoke_leaked(&key.id, actor).await?;
+            ok(json!({ "found": true, "id": key.id, "key": key_json(&key) }))
+        }
         Op::RemoveUser | Op::RestoreUser | Op::SetUserRoles => {
             let new_roles = match op {
                 Op::SetUserRoles => Some(body::<RolesBody>(req).await?.roles),

@@ -15,6 +15,7 @@ pub enum Op {
     EnableKey,
     RotateKey,
     RevealSecret,
+    ReportLeak,
     RemoveUser,
     RestoreUser,
     SetUserRoles,
@@ -43,6 +44,7 @@ pub const ROUTES: &[(&str, &str, Op)] = &[
     ("POST", "/v1/keys/{id}/enable", Op::EnableKey),
     ("POST", "/v1/keys/{id}/rotate", Op::RotateKey),
     ("GET", "/v1/keys/{id}/secret", Op::RevealSecret),
+    ("POST", "/v1/keys/leaked", Op::ReportLeak),
     ("POST", "/v1/orgs/{org}/users/{user}/remove", Op::RemoveUser),
     (
         "POST",

@@ -46,6 +46,29 @@ impl ApiKey {
     pub fn hash(&self) -> KeyHash {
         KeyHash::of(self.0.as_bytes())
     }
+
+    /// The prefix and the last 4 characters (`kg_…a1B2`): enough to tell keys apart,
+    /// nothing to guess the rest from (the last 4 are checksum characters, derived from
+    /// the random part, never more of it).
+    pub fn hint(&self) -> String {
+        let (prefix, rest) = self.0.rsplit_once('_').unwrap_or(("", &self.0));
+        let tail = rest.len().saturating_sub(HINT_CHARS);
+        format!("{prefix}_…{}", rest.get(tail..).unwrap_or_default())
+    }
+}
+
+/// How many of a secret's last characters its hint shows.
+pub const HINT_CHARS: usize = 4;
+
+/// Whether `s` has the shape of a hint: `<prefix>_…` and 4 letters or digits.
+pub fn is_hint(s: &str) -> bool {
+    s.rsplit_once("_…").is_some_and(|(prefix, tail)| {
+        !prefix.is_empty()
+            && prefix.len() <= 16
+            && prefix.bytes().all(|c| c.is_ascii_alphanumeric())
+            && tail.len() == HINT_CHARS
+            && tail.bytes().all(|c| c.is_ascii_alphanumeric())
+    })
 }
 
 impl fmt::Debug for ApiKey {
@@ -226,6 +249,25 @@ pub fn is_key_id(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hint_is_the_prefix_and_the_last_four() {
+        let key = KeyFormat::new("kg").generate();
+        let hint = key.hint();
+        let secret = key.expose();
+        assert_eq!(hint, format!("kg_…{}", &secret[secret.len() - 4..]));
+        assert!(is_hint(&hint));
+        for bad in [
+            "kg_…abc",
+            "kg_…abcde",
+            "kg…abcd",
+            "_…abcd",
+            "kg_…ab<d",
+            "k g_…abcd",
+        ] {
+            assert!(!is_hint(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn generated_keys_pass_the_check() {

@@ -35,6 +35,10 @@ pub enum ServiceError {
     },
     #[error("no user `{user}` in org `{org}`")]
     UnknownUser { org: String, user: String },
+    /// The reported secret is not a key of this deployment's format. The secret itself
+    /// is never part of the message.
+    #[error("the reported key is malformed (wrong prefix, length, characters or checksum)")]
+    MalformedKey,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -76,6 +80,38 @@ fn check_ident(field: &'static str, s: &str) -> Result<(), ServiceError> {
             field,
             format!("`{s}` must be 1-128 characters of [A-Za-z0-9-_.:@]"),
         ));
+    }
+    Ok(())
+}
+
+/// Most workspaces one key may list.
+const MAX_WORKSPACES: usize = 64;
+
+/// A key's workspaces: `["*"]` (every workspace of the org) or a list of distinct
+/// workspace names, `*` not among them.
+fn check_workspaces(ws: &[String]) -> Result<(), ServiceError> {
+    if let [w] = ws {
+        if w == ALL_WORKSPACES {
+            return Ok(());
+        }
+    }
+    if ws.is_empty() || ws.len() > MAX_WORKSPACES {
+        return Err(invalid(
+            "workspaces",
+            format!("give 1-{MAX_WORKSPACES} workspaces, or `*` (or none) for an org key"),
+        ));
+    }
+    for (i, w) in ws.iter().enumerate() {
+        if w == ALL_WORKSPACES {
+            return Err(invalid(
+                "workspaces",
+                "`*` means every workspace and cannot be listed with others",
+            ));
+        }
+        check_ident("workspaces", w)?;
+        if ws[..i].contains(w) {
+            return Err(invalid("workspaces", format!("`{w}` is listed twice")));
+        }
     }
     Ok(())
 }
@@ -215,17 +251,11 @@ impl KeyService {
         actor: &str,
     ) -> Result<(KeyRecord, ApiKey), ServiceError> {
         check_ident("org", &req.org)?;
-        let workspaces = match req.workspaces.as_slice() {
-            [] => vec![ALL_WORKSPACES.to_owned()],
-            [w] if w == ALL_WORKSPACES => vec![ALL_WORKSPACES.to_owned()],
-            [w] => {
-                check_ident("workspaces", w)?;
-                vec![w.clone()]
-            }
-            _ => return Err(invalid(
-                "workspaces",
-                "a workspace key has exactly one workspace; omit it (or use `*`) for an org key",
-            )),
+        let workspaces = if req.workspaces.is_empty() {
+            vec![ALL_WORKSPACES.to_owned()]
+        } else {
+            check_workspaces(&req.workspaces)?;
+            req.workspaces.clone()
         };
         let key_type = req.key_type.unwrap_or(if req.owner.is_some() {
             KeyType::Personal
@@ -321,6 +351,7 @@ impl KeyService {
             last_used_at: None,
             revoked_at: None,
             rotated_to: None,
+            hint: Some(secret.hint()),
             version: 0,
         };
         let event = Self::event(
@@ -481,6 +512,7 @@ impl KeyService {
             last_used_at: None,
             revoked_at: None,
             rotated_to: None,
+            hint: Some(secret.hint()),
             version: 0,
             ..old.clone()
         };
@@ -508,6 +540,36 @@ impl KeyService {
             .save_keys(&[old.clone(), new.clone()], &events)
             .await?;
         Ok((old, new, secret))
+    }
+
+    /// The key whose secret this is (by its hash), for a leak report (SPEC §8).
+    pub async fn find_by_secret(&self, presented: &str) -> Result<Option<KeyRecord>, ServiceError> {
+        let hash = self
+            .format
+            .check_and_hash(presented.trim())
+            .map_err(|_| ServiceError::MalformedKey)?;
+        Ok(self.store.lookup(&hash).await?.map(|l| l.key))
+    }
+
+    /// Revokes a key whose secret was reported leaked, audited as `leaked`. A key already
+    /// revoked stays as it is; the report is still recorded.
+    async fn revoke_leaked_once(&self, id: &str, actor: &str) -> Result<KeyRecord, ServiceError> {
+        let key = self.must_get(id).await?;
+        if key.state == KeyState::Revoked {
+            let event = Self::event(
+                "leaked",
+                Some(&key.id),
+                actor,
+                json!({ "already_revoked": true }),
+            );
+            self.store.save_keys(&[], &[event]).await?;
+            return Ok(key);
+        }
+        self.update(key, "leaked", actor, json!({}), |k| {
+            k.state = KeyState::Revoked;
+            k.revoked_at = Some(now_ms());
+        })
+        .await
     }
 
     pub async fn delete(&self, id: &str, actor: &str) -> Result<(), ServiceError> {
@@ -654,6 +716,11 @@ impl KeyService {
     /// Permanent. Revoking a revoked key changes nothing and writes nothing.
     pub async fn revoke(&self, id: &str, actor: &str) -> Result<KeyRecord, ServiceError> {
         retrying!(self.revoke_once(id, actor).await)
+    }
+
+    /// Revokes a key whose secret leaked (audit action `leaked`).
+    pub async fn revoke_leaked(&self, id: &str, actor: &str) -> Result<KeyRecord, ServiceError> {
+        retrying!(self.revoke_leaked_once(id, actor).await)
     }
 
     pub async fn disable(&self, id: &str, actor: &str) -> Result<KeyRecord, ServiceError> {

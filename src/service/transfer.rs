@@ -2,10 +2,9 @@
 //! Redis fleet, or back). JSON lines of records with their hashes, never secrets: a key
 //! keeps working after the move because only `sha256(key)` was ever stored.
 
-use super::{check_ident, check_metadata, check_name, check_rate_limit, invalid};
+use super::{check_ident, check_metadata, check_name, check_rate_limit, check_workspaces, invalid};
 use super::{KeyService, ServiceError};
 use crate::key::KeyHash;
-use crate::store::ALL_WORKSPACES;
 use crate::store::{now_ms, AuditEvent, KeyFilter, KeyRecord, KeyState, KeyType, UserRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -44,6 +43,9 @@ pub struct ExportedKey {
     pub last_used_at: Option<i64>,
     pub revoked_at: Option<i64>,
     pub rotated_to: Option<String>,
+    /// Absent in exports of keys made before hints existed (and of older keygates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -78,6 +80,7 @@ impl From<&KeyRecord> for ExportedKey {
             last_used_at: k.last_used_at,
             revoked_at: k.revoked_at,
             rotated_to: k.rotated_to.clone(),
+            hint: k.hint.clone(),
         }
     }
 }
@@ -98,11 +101,7 @@ fn check_names(field: &'static str, names: &[String]) -> Result<(), ServiceError
 /// pass for two in the joined `permissions` identity header.)
 fn check_key(k: &ExportedKey) -> Result<(), ServiceError> {
     check_ident("org", &k.org)?;
-    match k.workspaces.as_slice() {
-        [w] if w == ALL_WORKSPACES => {}
-        [w] => check_ident("workspaces", w)?,
-        _ => return Err(invalid("workspaces", "exactly one workspace, or `*`")),
-    }
+    check_workspaces(&k.workspaces)?;
     if let Some(o) = &k.owner {
         check_ident("owner", o)?;
     }
@@ -112,6 +111,12 @@ fn check_key(k: &ExportedKey) -> Result<(), ServiceError> {
     check_metadata(&k.metadata)?;
     if let Some(r) = &k.rate_limit {
         check_rate_limit(r)?;
+    }
+    if let Some(h) = k.hint.as_deref().filter(|h| !crate::key::is_hint(h)) {
+        return Err(invalid(
+            "hint",
+            format!("`{h}` is not a hint (`<prefix>_…` and 4 letters or digits)"),
+        ));
     }
     match &k.rotated_to {
         Some(id) if !crate::key::is_key_id(id) => {
@@ -148,6 +153,7 @@ impl ExportedKey {
             last_used_at: self.last_used_at,
             revoked_at: self.revoked_at,
             rotated_to: self.rotated_to,
+            hint: self.hint,
             version: 0,
         })
     }

@@ -55,6 +55,8 @@ pub struct KeyView<'a> {
     pub revoked_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rotated_to: Option<&'a str>,
+    /// `null` for keys made before hints existed.
+    pub hint: Option<&'a str>,
 }
 
 impl<'a> KeyView<'a> {
@@ -78,6 +80,7 @@ impl<'a> KeyView<'a> {
             last_used_at: k.last_used_at.map(rfc3339),
             revoked_at: k.revoked_at.map(rfc3339),
             rotated_to: k.rotated_to.as_deref(),
+            hint: k.hint.as_deref(),
         }
     }
 }

@@ -61,6 +61,9 @@ pub struct KeyRecord {
     pub revoked_at: Option<i64>,
     /// Set on the key a rotation replaced: the id of its successor.
     pub rotated_to: Option<String>,
+    /// The prefix and the secret's last 4 characters (`kg_…a1B2`), kept at creation so
+    /// that people can tell keys apart; `None` for keys made before hints existed.
+    pub hint: Option<String>,
     /// The stored revision this record was read at. A save with a version above 0 only
     /// succeeds if the store still holds that revision (`StoreError::Conflict` otherwise),
     /// so two concurrent changes cannot silently undo each other (a rename racing a revoke

@@ -24,6 +24,9 @@ struct StoredKey {
     created_by: String,
     revoked_at: Option<i64>,
     rotated_to: Option<String>,
+    /// Absent in records written before hints existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hint: Option<String>,
 }
 
 /// The attributes a store keeps beside the JSON (columns, hash fields).
@@ -53,6 +56,7 @@ pub(crate) fn key_json(key: &KeyRecord) -> String {
         created_by: key.created_by.clone(),
         revoked_at: key.revoked_at,
         rotated_to: key.rotated_to.clone(),
+        hint: key.hint.clone(),
     };
     serde_json::to_string(&stored).expect("strings, lists, string maps and enums always serialize")
 }
@@ -80,6 +84,7 @@ pub(crate) fn key_from_json(record: &str, f: KeyFields) -> Result<KeyRecord, Str
         last_used_at: f.last_used_at,
         revoked_at: s.revoked_at,
         rotated_to: s.rotated_to,
+        hint: s.hint,
         version: f.version,
     })
 }

@@ -259,14 +259,43 @@ pub struct CliOutput {
 }
 
 pub fn cli(config: &std::path::Path, args: &[&str]) -> CliOutput {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+    run_cli(config, args, None, true)
+}
+
+/// `cli`, with `input` written to the command's standard input (closed after it).
+pub fn cli_with_stdin(config: &std::path::Path, args: &[&str], input: Option<&str>) -> CliOutput {
+    run_cli(config, args, input, true)
+}
+
+/// What a successful command prints for a person (no `--json`).
+pub fn cli_text(config: &std::path::Path, args: &[&str]) -> String {
+    let out = run_cli(config, args, None, false);
+    assert!(out.ok, "{args:?} failed: {}", out.stderr);
+    out.stdout
+}
+
+fn run_cli(config: &std::path::Path, args: &[&str], input: Option<&str>, json: bool) -> CliOutput {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
         .arg("--config")
         .arg(config)
-        .arg("--json")
+        .args(json.then_some("--json"))
         .args(args)
         .env_remove("KEYGATE_CONFIG")
-        .output()
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run keygate binary");
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin.write_all(input.as_bytes()).expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("wait for keygate binary");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     CliOutput {
         ok: out.status.success(),
@@ -275,6 +304,24 @@ pub fn cli(config: &std::path::Path, args: &[&str]) -> CliOutput {
         stdout,
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// A gateway of the test config whose store is the Redis at `url`.
+pub async fn gateway_on_redis(url: &str) -> TestGateway {
+    let store = format!("store: {{ kind: redis, url: \"{url}\" }}");
+    TestGateway::start_with(move |y| {
+        y.lines()
+            .map(|l| {
+                if l.starts_with("store:") {
+                    store.as_str()
+                } else {
+                    l
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+    .await
 }
 
 /// A finished response, body collected.
@@ -367,6 +414,18 @@ pub fn frame_text(f: &Frame<Bytes>) -> String {
 pub fn looks_like_secret(s: &str) -> bool {
     s.strip_prefix("kg_")
         .is_some_and(|r| r.len() == 38 && r.bytes().all(|c| c.is_ascii_alphanumeric()))
+}
+
+/// Whether `s` holds anything shaped like a secret: `kg_` and more than a hint's 4
+/// characters of one (a hint, `kg_…a1B2`, shows none of the random part).
+pub fn contains_secret_shape(s: &str) -> bool {
+    s.match_indices("kg_").any(|(i, m)| {
+        s.as_bytes()[i + m.len()..]
+            .iter()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .count()
+            > 4
+    })
 }
 
 /// Whether `s` holds a run of 64 hex digits (the shape of a sha256 key hash).
