@@ -485,6 +485,7 @@ mod tests {
         let lookup = Lookup {
             key: fixtures::key("key_a", "acme", &["*"], 0),
             owner: None,
+            org_suspended: false,
         };
         Entry {
             key: Some(Arc::new(CachedKey::new(lookup))),
