@@ -39,6 +39,8 @@ pub enum AuthError {
     WorkspaceRequired,
     #[error("the API key may not use this workspace")]
     WorkspaceNotAllowed,
+    #[error("the organization of this API key is suspended")]
+    OrgSuspended,
     #[error("the key store is unavailable")]
     StoreUnavailable(#[source] LookupError),
 }
@@ -389,7 +391,7 @@ impl Authenticator {
         Ok(key)
     }
 
-    /// Permissions, then workspace, as the SPEC orders them.
+    /// Permissions, then workspace, then the org's state, as the SPEC orders them.
     pub fn authorize(
         &self,
         key: Arc<CachedKey>,
@@ -437,6 +439,12 @@ impl Authenticator {
                 Some(HeaderValue::from_str(ws).map_err(|_| AuthError::WorkspaceNotAllowed)?)
             }
         };
+        // After the workspace, as SPEC §2's table orders it (the rate limit, when there is
+        // one, sits between them): a request the key could never make is refused for that
+        // first, and a suspension says nothing about what the key may do.
+        if key.facts.org_suspended {
+            return Err(AuthError::OrgSuspended);
+        }
         Ok(Principal { key, workspace })
     }
 }

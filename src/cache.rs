@@ -43,6 +43,9 @@ pub struct KeyFacts {
     pub key_type: KeyType,
     /// A personal key whose owner was removed from the org.
     pub owner_removed: bool,
+    /// The key's org is suspended (SPEC §8). Suspending publishes every key of the org on
+    /// the change feed, so a cached answer goes at once and the next lookup brings this.
+    pub org_suspended: bool,
     /// May use any workspace of its org.
     pub org_key: bool,
     /// The workspaces of a workspace key (empty for an org key).
@@ -59,6 +62,7 @@ impl KeyFacts {
             expires_at: k.expires_at,
             key_type: k.key_type,
             owner_removed: l.owner.as_ref().is_some_and(|u| u.removed),
+            org_suspended: l.org_suspended,
             org_key,
             workspaces: if org_key {
                 Box::default()
@@ -485,6 +489,7 @@ mod tests {
         let lookup = Lookup {
             key: fixtures::key("key_a", "acme", &["*"], 0),
             owner: None,
+            org_suspended: false,
         };
         Entry {
             key: Some(Arc::new(CachedKey::new(lookup))),

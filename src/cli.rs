@@ -71,6 +71,19 @@ pub enum Command {
     Users(UsersCommand),
     /// Show the audit log, newest first.
     Audit(AuditArgs),
+    /// Suspend and restore orgs: every key of a suspended org answers 401 org_suspended.
+    #[command(subcommand)]
+    Orgs(OrgsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgsCommand {
+    /// Every key of the org answers 401 org_suspended, on every gateway, until restored.
+    Suspend { org: String },
+    /// The org's keys answer by their own states again.
+    Restore { org: String },
+    /// Whether the org is suspended.
+    Show { org: String },
 }
 
 #[derive(Debug, Args)]
@@ -485,6 +498,25 @@ revoked: its secret was reported leaked",
             Ok(Output {
                 json: json!({ "events": views, "next_before": next }),
                 text,
+            })
+        }
+        Command::Orgs(o) => {
+            let org = match o {
+                OrgsCommand::Suspend { org } => svc.suspend_org(&org, a).await?,
+                OrgsCommand::Restore { org } => svc.restore_org(&org, a).await?,
+                OrgsCommand::Show { org } => svc.org_state(&org).await?,
+            };
+            Ok(Output {
+                json: crate::service::orgs::org_json(&org),
+                text: format!(
+                    "org {}: {}",
+                    org.org,
+                    if org.suspended {
+                        "suspended (every key answers 401 org_suspended)"
+                    } else {
+                        "active"
+                    }
+                ),
             })
         }
         Command::Serve | Command::CheckConfig | Command::Demo(_) => Err(ServiceError::Invalid {

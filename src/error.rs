@@ -91,6 +91,9 @@ impl GatewayError {
                     "workspace_not_allowed",
                     Some(INSUFFICIENT_SCOPE),
                 ),
+                AuthError::OrgSuspended => {
+                    answer(S::UNAUTHORIZED, "org_suspended", Some(INVALID_TOKEN))
+                }
                 AuthError::StoreUnavailable(_) => {
                     answer(S::SERVICE_UNAVAILABLE, "store_unavailable", None)
                 }

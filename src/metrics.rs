@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// Every verdict code a request can end with; `ok` for a forwarded request.
-pub const CODES: [&str; 19] = [
+pub const CODES: [&str; 20] = [
     "ok",
     "missing_key",
     "multiple_keys",
@@ -29,6 +29,7 @@ pub const CODES: [&str; 19] = [
     "insufficient_permissions",
     "workspace_required",
     "workspace_not_allowed",
+    "org_suspended",
     "store_unavailable",
     "no_route",
     "bad_path",

@@ -56,6 +56,12 @@ impl KeyStore for Switchable {
     async fn save_user(&self, u: &UserRecord, e: &AuditEvent) -> Result<(), StoreError> {
         self.inner.save_user(u, e).await
     }
+    async fn get_org(&self, org: &str) -> Result<Option<OrgRecord>, StoreError> {
+        self.inner.get_org(org).await
+    }
+    async fn save_org(&self, o: &OrgRecord, e: &AuditEvent) -> Result<(), StoreError> {
+        self.inner.save_org(o, e).await
+    }
     async fn audit(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
         self.inner.audit(q).await
     }

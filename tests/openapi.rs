@@ -564,6 +564,16 @@ async fn real_answers_fit_the_document() {
             Some(json!({ "key": well_formed_unknown_key() })), 200),
         (post.clone(), "/v1/keys/leaked", "/v1/keys/leaked".into(), ops.clone(),
             Some(json!({ "key": "kg_nope" })), 400),
+        (post.clone(), "/v1/orgs/{org}/suspend", "/v1/orgs/acme/suspend".into(), ops.clone(),
+            None, 200),
+        (Method::GET, "/v1/orgs/{org}", "/v1/orgs/acme".into(), ACME_TOKEN.into(), None, 200),
+        (post.clone(), "/v1/orgs/{org}/restore", "/v1/orgs/acme/restore".into(), ops.clone(),
+            None, 200),
+        (post.clone(), "/v1/orgs/{org}/suspend", "/v1/orgs/acme/suspend".into(),
+            ACME_TOKEN.into(), None, 403),
+        (Method::GET, "/v1/orgs/{org}", "/v1/orgs/globex".into(), ACME_TOKEN.into(), None, 403),
+        (post.clone(), "/v1/orgs/{org}/restore", "/v1/orgs/a%20b/restore".into(), ops.clone(),
+            None, 400),
     ];
     let mut seen: BTreeSet<(String, &str)> = BTreeSet::from([
         ("POST".to_owned(), "/v1/keys"),

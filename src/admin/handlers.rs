@@ -8,6 +8,7 @@ use crate::auth::percent_decode;
 use crate::config::parse_duration;
 use crate::config::AdminToken;
 use crate::error::AdminError;
+use crate::service::orgs::org_json;
 use crate::service::view::{parse_rfc3339, AuditView, KeyView};
 use crate::service::{Expiry, KeyService, NewKey};
 use crate::store::{now_ms, AuditQuery, KeyFilter, KeyRecord, KeyType};
@@ -375,6 +376,18 @@ pub async fn run(
                 .flatten();
             let views: Vec<AuditView> = events.iter().map(AuditView::new).collect();
             ok(json!({ "events": views, "next_before": next_before }))
+        }
+        Op::GetOrg => {
+            scope::check_org_read(token, &p.org)?;
+            ok(org_json(&svc.org_state(&p.org).await?))
+        }
+        Op::SuspendOrg => {
+            scope::check_org_switch(token)?;
+            ok(org_json(&svc.suspend_org(&p.org, actor).await?))
+        }
+        Op::RestoreOrg => {
+            scope::check_org_switch(token)?;
+            ok(org_json(&svc.restore_org(&p.org, actor).await?))
         }
         Op::Healthz | Op::Readyz | Op::Metrics => Err(AdminError::NoSuchEndpoint),
     }

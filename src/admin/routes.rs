@@ -23,6 +23,9 @@ pub enum Op {
     Healthz,
     Readyz,
     Metrics,
+    GetOrg,
+    SuspendOrg,
+    RestoreOrg,
 }
 
 impl Op {
@@ -56,6 +59,9 @@ pub const ROUTES: &[(&str, &str, Op)] = &[
     ("GET", "/healthz", Op::Healthz),
     ("GET", "/readyz", Op::Readyz),
     ("GET", "/metrics", Op::Metrics),
+    ("GET", "/v1/orgs/{org}", Op::GetOrg),
+    ("POST", "/v1/orgs/{org}/suspend", Op::SuspendOrg),
+    ("POST", "/v1/orgs/{org}/restore", Op::RestoreOrg),
 ];
 
 /// Path parameters of a matched route, in pattern order.
@@ -119,6 +125,14 @@ mod tests {
         match find(&Method::PUT, "/v1/keys") {
             Found::WrongMethod(allowed) => assert_eq!(allowed, vec!["POST", "GET"]),
             _ => panic!("PUT /v1/keys is a wrong method"),
+        }
+        match find(&Method::POST, "/v1/orgs/acme/suspend") {
+            Found::Op(Op::SuspendOrg, p) => assert_eq!(p, vec![("org", "acme")]),
+            _ => panic!("no match"),
+        }
+        match find(&Method::DELETE, "/v1/orgs/acme") {
+            Found::WrongMethod(allowed) => assert_eq!(allowed, vec!["GET"]),
+            _ => panic!("DELETE /v1/orgs/acme is a wrong method"),
         }
         assert!(matches!(find(&Method::GET, "/v1/keys/"), Found::NotFound));
         assert!(matches!(

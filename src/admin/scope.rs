@@ -137,6 +137,35 @@ pub async fn check_user_op(
     }
 }
 
+/// Whether `token` may suspend or restore an org: only the operator's (unlimited) token.
+/// Suspension cuts off every key of an org, its owner's included, so it is not an act
+/// an org's own delegated token may perform (nor undo).
+pub fn check_org_switch(token: &AdminToken) -> Result<(), AdminError> {
+    if token.is_unlimited() {
+        Ok(())
+    } else {
+        Err(AdminError::outside_scope(
+            "suspending or restoring an org is the operator's act; this token is limited",
+        ))
+    }
+}
+
+/// Whether `token` may read an org's state: a token limited to orgs reads its own orgs'
+/// (a workspace token too: its keys are that org's, and answer for its state).
+pub fn check_org_read(token: &AdminToken, org: &str) -> Result<(), AdminError> {
+    if token
+        .orgs
+        .as_ref()
+        .is_none_or(|o| o.iter().any(|x| x == org))
+    {
+        Ok(())
+    } else {
+        Err(AdminError::outside_scope(format!(
+            "org `{org}` is outside this token's orgs"
+        )))
+    }
+}
+
 /// Every role asked for is one the token may grant.
 pub fn check_roles(ceiling: &[String], asked: &[String]) -> Result<(), AdminError> {
     match asked.iter().find(|r| !ceiling.contains(r)) {

@@ -776,6 +776,9 @@ impl KeyService {
 /// How often a change is tried again after a write conflict.
 const CONFLICT_RETRIES: u32 = 10;
 
+// Declared after `retrying!`, which it uses.
+pub mod orgs;
+
 /// A short, growing, jittered pause, so racing writers stop colliding in lockstep.
 async fn conflict_backoff(attempt: u32) {
     let mut jitter = [0u8; 1];

@@ -3,7 +3,9 @@
 
 use crate::key::KeyHash;
 use crate::store::fixtures::{all_events, event, ids, key, personal, save, stored, user};
-use crate::store::{AuditQuery, KeyFilter, KeyRecord, KeyState, KeyStore, StoreError, UserRecord};
+use crate::store::{
+    AuditQuery, KeyFilter, KeyRecord, KeyState, KeyStore, OrgRecord, StoreError, UserRecord,
+};
 use std::collections::BTreeMap;
 
 pub(crate) async fn key_record_round_trips_with_every_field(store: &impl KeyStore) {
@@ -508,4 +510,119 @@ pub(crate) async fn a_save_from_a_stale_read_is_a_conflict_and_writes_nothing(
         .expect("found");
     assert!(al.removed);
     assert_eq!(al.version, 2);
+}
+
+pub(crate) async fn save_org_publishes_every_key_of_the_org_and_lookup_sees_it(
+    store: &impl KeyStore,
+) {
+    let a = key("key_a", "acme", &["*"], 1);
+    let p = personal("key_p", "acme", "alice", 2);
+    let g = key("key_g", "globex", &["*"], 3);
+    // An org whose name starts with another's must not share its state.
+    let x = key("key_x", "acme:x", &["*"], 4);
+    save(store, &[a.clone(), p.clone(), g.clone(), x.clone()]).await;
+    let suspended = |k: &KeyRecord| {
+        let hash = k.hash;
+        async move {
+            store
+                .lookup(&hash)
+                .await
+                .expect("lookup")
+                .expect("found")
+                .org_suspended
+        }
+    };
+    assert_eq!(store.get_org("acme").await.expect("get org"), None);
+    assert!(!suspended(&a).await);
+
+    let cursor = store.change_cursor().await.expect("cursor");
+    let acme = OrgRecord {
+        org: "acme".to_owned(),
+        suspended: true,
+        version: 0,
+    };
+    store
+        .save_org(&acme, &event("org_suspend", None))
+        .await
+        .expect("suspend");
+    let batch = store.changes_since(cursor).await.expect("changes");
+    let mut want = vec![a.hash, p.hash];
+    want.sort_unstable();
+    assert_eq!((batch.evict, batch.evict_all), (want, false));
+    assert_eq!(batch.cursor, cursor + 2);
+    assert!(suspended(&a).await && suspended(&p).await);
+    assert!(!suspended(&g).await && !suspended(&x).await);
+    // The owner's record still comes with a personal key of a suspended org.
+    store
+        .save_user(&user("acme", "alice", true), &event("user_remove", None))
+        .await
+        .expect("save user");
+    let found = store.lookup(&p.hash).await.expect("lookup").expect("found");
+    assert!(found.org_suspended && found.owner.is_some_and(|u| u.removed));
+    assert_eq!(
+        store.get_org("acme").await.expect("get org"),
+        Some(OrgRecord {
+            version: 1,
+            ..acme.clone()
+        })
+    );
+    // A key created while its org is suspended is suspended too.
+    let late = key("key_late", "acme", &["ws1"], 5);
+    save(store, std::slice::from_ref(&late)).await;
+    assert!(suspended(&late).await);
+
+    // A save from a stale read (here: a second first suspension) writes nothing.
+    let cursor = store.change_cursor().await.expect("cursor");
+    let events = store.audit(&all_events()).await.expect("audit").len();
+    let err = store.save_org(&acme, &event("org_suspend", None)).await;
+    assert!(
+        matches!(&err, Err(StoreError::Conflict { record }) if record == "org acme"),
+        "{err:?}"
+    );
+    assert_eq!(store.change_cursor().await.expect("cursor"), cursor);
+    assert_eq!(
+        store.audit(&all_events()).await.expect("audit").len(),
+        events
+    );
+
+    // Restoring: every key of the org again, and the lookup says active.
+    store
+        .save_org(
+            &OrgRecord {
+                suspended: false,
+                version: 1,
+                ..acme
+            },
+            &event("org_restore", None),
+        )
+        .await
+        .expect("restore");
+    let batch = store.changes_since(cursor).await.expect("changes");
+    let mut want = vec![a.hash, p.hash, late.hash];
+    want.sort_unstable();
+    assert_eq!(batch.evict, want);
+    assert!(!suspended(&a).await && !suspended(&late).await);
+    let acme = store.get_org("acme").await.expect("get").expect("some");
+    assert_eq!((acme.suspended, acme.version), (false, 2));
+    let newest = store.audit(&all_events()).await.expect("audit");
+    assert_eq!(newest[0].action, "org_restore");
+    assert_eq!(newest[0].key_id, None);
+
+    // An org without keys: its state is written, no change event is.
+    let cursor = store.change_cursor().await.expect("cursor");
+    let empty = OrgRecord {
+        org: "initech".to_owned(),
+        suspended: true,
+        version: 0,
+    };
+    store
+        .save_org(&empty, &event("org_suspend", None))
+        .await
+        .expect("suspend");
+    assert_eq!(store.change_cursor().await.expect("cursor"), cursor);
+    assert!(store
+        .get_org("initech")
+        .await
+        .expect("get")
+        .is_some_and(|o| o.suspended));
 }

@@ -17,7 +17,7 @@ mod tests;
 
 use crate::key::KeyHash;
 use crate::store::{
-    now_ms, AuditEvent, AuditQuery, ChangeBatch, KeyFilter, KeyRecord, KeyStore, Lookup,
+    now_ms, AuditEvent, AuditQuery, ChangeBatch, KeyFilter, KeyRecord, KeyStore, Lookup, OrgRecord,
     StoreError, UserRecord,
 };
 use async_trait::async_trait;
@@ -278,19 +278,58 @@ fn save_user_tx(
     feed::prune(tx, now)
 }
 
+fn save_org_tx(
+    tx: &Transaction<'_>,
+    org: &OrgRecord,
+    event: &AuditEvent,
+) -> Result<(), StoreError> {
+    let stored: Option<i64> = tx
+        .prepare_cached("SELECT version FROM orgs WHERE org = ?1")?
+        .query_row([&org.org], |row| row.get(0))
+        .optional()?;
+    let stored_version = stored.map_or(0, |v| u64::try_from(v).unwrap_or(0));
+    // Strict, 0 included: see `KeyStore::save_org`.
+    if org.version != stored_version {
+        return Err(StoreError::Conflict {
+            record: format!("org {}", org.org),
+        });
+    }
+    tx.prepare_cached(
+        "INSERT INTO orgs (org, suspended, version) VALUES (?1, ?2, ?3)
+         ON CONFLICT (org) DO UPDATE SET
+             suspended = excluded.suspended,
+             version = excluded.version",
+    )?
+    .execute(params![
+        org.org,
+        org.suspended,
+        i64::try_from(stored_version + 1).unwrap_or(i64::MAX),
+    ])?;
+    let now = now_ms();
+    // Every answer for a key of the org embeds the org's state (keys_org_created serves
+    // the scan). A huge org makes more rows than a poll reads, and the gateway then drops
+    // its whole cache, which is what it would have to do anyway.
+    tx.prepare_cached("INSERT INTO changes (at, hash) SELECT ?1, hash FROM keys WHERE org = ?2")?
+        .execute(params![now, org.org])?;
+    append_audit(tx, event)?;
+    feed::prune(tx, now)
+}
+
 #[async_trait]
 impl KeyStore for EmbeddedStore {
     async fn lookup(&self, hash: &KeyHash) -> Result<Option<Lookup>, StoreError> {
         let hash = *hash;
         self.read(move |conn| {
-            // One query: the owner's row comes with the key, so a personal key's verdict
-            // never mixes two snapshots.
+            // One query: the owner's row and the org's state come with the key, so a
+            // verdict never mixes two snapshots.
             let mut stmt = conn.prepare_cached(concat!(
                 "SELECT ",
                 key_columns!(),
                 ", ",
                 user_columns!(),
-                " FROM keys k LEFT JOIN users u ON u.org = k.org AND u.user = k.owner
+                ", coalesce(o.suspended, 0)
+                 FROM keys k LEFT JOIN users u ON u.org = k.org AND u.user = k.owner
+                 LEFT JOIN orgs o ON o.org = k.org
                  WHERE k.hash = ?1"
             ))?;
             let mut rows = stmt.query([&hash.0[..]])?;
@@ -302,7 +341,12 @@ impl KeyStore for EmbeddedStore {
                 Some(_) => Some(codec::user_from_row(row, codec::KEY_COLUMNS)?),
                 None => None,
             };
-            Ok(Some(Lookup { key, owner }))
+            let org_suspended = row.get(codec::KEY_COLUMNS + codec::USER_COLUMNS)?;
+            Ok(Some(Lookup {
+                key,
+                owner,
+                org_suspended,
+            }))
         })
         .await
     }
@@ -404,6 +448,27 @@ impl KeyStore for EmbeddedStore {
     async fn save_user(&self, user: &UserRecord, event: &AuditEvent) -> Result<(), StoreError> {
         let (user, event) = (user.clone(), event.clone());
         self.write(move |tx| save_user_tx(tx, &user, &event)).await
+    }
+
+    async fn get_org(&self, org: &str) -> Result<Option<OrgRecord>, StoreError> {
+        let org = org.to_owned();
+        self.read(move |conn| {
+            let row: Option<(bool, i64)> = conn
+                .prepare_cached("SELECT suspended, version FROM orgs WHERE org = ?1")?
+                .query_row([&org], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()?;
+            Ok(row.map(|(suspended, version)| OrgRecord {
+                org,
+                suspended,
+                version: u64::try_from(version).unwrap_or(0),
+            }))
+        })
+        .await
+    }
+
+    async fn save_org(&self, org: &OrgRecord, event: &AuditEvent) -> Result<(), StoreError> {
+        let (org, event) = (org.clone(), event.clone());
+        self.write(move |tx| save_org_tx(tx, &org, &event)).await
     }
 
     async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {

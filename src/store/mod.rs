@@ -44,12 +44,15 @@ pub enum StoreError {
     Redis(#[from] self::redis::RedisStoreError),
 }
 
-/// What the auth step needs from one lookup: the key, and the owner's state for a
-/// personal key (removed, and the permissions an `--inherit` key follows).
+/// What the auth step needs from one lookup: the key, the owner's state for a personal
+/// key (removed, and the permissions an `--inherit` key follows), and whether the key's
+/// org is suspended. All three come from one snapshot of the store.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Lookup {
     pub key: KeyRecord,
     pub owner: Option<UserRecord>,
+    /// The key's org is suspended (SPEC §8): every key of it answers `org_suspended`.
+    pub org_suspended: bool,
 }
 
 /// Keys whose cached answers are stale, from one read of the store's change feed.
@@ -106,6 +109,16 @@ pub trait KeyStore: Send + Sync + 'static {
     /// Inserts or replaces a user, appends `event` and publishes the hashes of every key
     /// the user owns in the org (their answers depend on the user).
     async fn save_user(&self, user: &UserRecord, event: &AuditEvent) -> Result<(), StoreError>;
+
+    /// The state of `org`; `None` when it was never suspended or restored (active).
+    async fn get_org(&self, org: &str) -> Result<Option<OrgRecord>, StoreError>;
+
+    /// Writes an org's state, appends `event` and publishes the hashes of every key of the
+    /// org (their answers embed its state), all in one transaction. Compare-and-set on
+    /// `version`, strictly: the save succeeds only if the store still holds the revision
+    /// the caller read, 0 meaning none (so of two racing first suspensions one conflicts,
+    /// and re-reads a suspended org).
+    async fn save_org(&self, org: &OrgRecord, event: &AuditEvent) -> Result<(), StoreError>;
 
     /// Audit events, newest first, optionally for one key, `before` an event id (paging).
     async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;

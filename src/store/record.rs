@@ -100,6 +100,16 @@ pub struct UserRecord {
     pub version: u64,
 }
 
+/// An org as keygate knows it: only whether it is suspended (SPEC §8). Orgs are not
+/// created: a key names its org, and an org nobody suspended is active.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct OrgRecord {
+    pub org: String,
+    pub suspended: bool,
+    /// The stored revision this record was read at; 0: none stored (see `save_org`).
+    pub version: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEvent {
     /// Assigned by the store; 0 before it is written.

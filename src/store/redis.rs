@@ -17,6 +17,7 @@
 //! | `{kg}:all` | sorted set | every key id, scored by `created_at` |
 //! | `{kg}:owner:<len(org)>:<org>:<user>` | set | ids of the keys the user owns in the org |
 //! | `{kg}:user:<len(org)>:<org>:<user>` | hash | `removed` (0/1), `roles`, `permissions` (JSON lists), `version` |
+//! | `{kg}:org-state:<org>` | hash | `suspended` (0/1), `version`: only for orgs ever suspended |
 //! | `{kg}:audit:events` | hash | event id → event JSON (`at`, `action`, `key_id`, `actor`, `details`) |
 //! | `{kg}:audit` | sorted set | every event id, scored by itself (paging newest first) |
 //! | `{kg}:audit:key:<id>` | sorted set | event ids that name the key (kept after a delete) |
@@ -31,7 +32,7 @@
 //! # Writes
 //!
 //! Each write (`save_keys` with its compare-and-set versions, `delete_key`, `save_user`,
-//! `record_last_used`) is one Lua script (`scripts.rs`): the records, the indexes, the audit
+//! `save_org`, `record_last_used`) is one Lua script (`scripts.rs`): the records, the indexes, the audit
 //! events and the change events land together or not at all. No command scans the key
 //! space (`KEYS`, `SCAN`): every read goes through an index.
 //!
@@ -62,8 +63,8 @@ mod tests;
 
 use crate::key::KeyHash;
 use crate::store::{
-    AuditEvent, AuditQuery, ChangeBatch, KeyFilter, KeyRecord, KeyStore, Lookup, StoreError,
-    UserRecord,
+    AuditEvent, AuditQuery, ChangeBatch, KeyFilter, KeyRecord, KeyStore, Lookup, OrgRecord,
+    StoreError, UserRecord,
 };
 use ::redis::aio::MultiplexedConnection;
 use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -592,6 +593,12 @@ impl KeyStore for RedisStore {
             tracing::warn!(key_id = %id, "redis store: hash index names a missing key");
             return Ok(None);
         };
+        let org_suspended = parts
+            .next()
+            .ok_or_else(|| "no org state".to_owned())
+            .and_then(bytes)
+            .and_then(|s| codec::flag(&String::from_utf8_lossy(&s), "org suspended"))
+            .map_err(reply_error("lookup"))?;
         let key_fields =
             Fields::from_value(key_fields).map_err(|reason| codec::corrupt(id.clone(), reason))?;
         let key = codec::key_from_fields(&id, &key_fields)?;
@@ -611,7 +618,11 @@ impl KeyStore for RedisStore {
             }
             None => None,
         };
-        Ok(Some(Lookup { key, owner }))
+        Ok(Some(Lookup {
+            key,
+            owner,
+            org_suspended,
+        }))
     }
 
     async fn get_key(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
@@ -744,6 +755,37 @@ impl KeyStore for RedisStore {
             })
             .await?;
         write_outcome(reply, || format!("user {}/{}", user.org, user.user))
+    }
+
+    async fn get_org(&self, org: &str) -> Result<Option<OrgRecord>, StoreError> {
+        let mut cmd = ::redis::cmd("HGETALL");
+        cmd.arg(keys::org_state(org));
+        let reply: Value = self.query(cmd).await?;
+        let fields = Fields::from_value(reply)
+            .map_err(|reason| codec::corrupt(format!("org {org}"), reason))?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        codec::org_from_fields(org, &fields).map(Some)
+    }
+
+    async fn save_org(&self, org: &OrgRecord, event: &AuditEvent) -> Result<(), StoreError> {
+        let mut args = writer_args();
+        args.extend([
+            org.org.clone(),
+            org.version.to_string(),
+            if org.suspended { "1" } else { "0" }.to_owned(),
+        ]);
+        event_args(event, &mut args);
+        args.push(MAX_CHANGE_BATCH.to_string());
+        let reply: Vec<String> = self
+            .run(|mut c| async move {
+                let mut call = scripts::SAVE_ORG_SCRIPT.key(keys::events());
+                call.arg(args);
+                call.invoke_async(&mut c).await
+            })
+            .await?;
+        write_outcome(reply, || format!("org {}", org.org))
     }
 
     async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {

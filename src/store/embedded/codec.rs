@@ -35,6 +35,9 @@ pub(super) fn value_json(value: &serde_json::Value) -> String {
 /// Columns of `key_columns!`.
 pub(super) const KEY_COLUMNS: usize = 8;
 
+/// Columns of `user_columns!`.
+pub(super) const USER_COLUMNS: usize = 6;
+
 /// The key in columns `at..at + KEY_COLUMNS` (see `key_columns!`).
 pub(super) fn key_from_row(row: &Row<'_>, at: usize) -> Result<KeyRecord, StoreError> {
     // The id is the primary key; if even it cannot be read the row has no name to give.

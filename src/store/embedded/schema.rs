@@ -15,7 +15,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
 type Migration = fn(&Transaction<'_>) -> rusqlite::Result<()>;
 
 /// Step `i` takes a file from version `i` to version `i + 1`.
-const MIGRATIONS: &[Migration] = &[v1_initial, v2_versions];
+const MIGRATIONS: &[Migration] = &[v1_initial, v2_versions, v3_orgs];
 
 /// The newest schema this build reads and writes.
 pub(super) const SUPPORTED_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -73,6 +73,18 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     tx.commit()?;
     Ok(())
+}
+
+/// Version 3: org suspension (SPEC §8). A row only for orgs someone suspended or
+/// restored; the lookup joins it by the key's org, so no key row changes.
+fn v3_orgs(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE orgs (
+             org       TEXT PRIMARY KEY NOT NULL,
+             suspended INTEGER NOT NULL,
+             version   INTEGER NOT NULL
+         ) WITHOUT ROWID;",
+    )
 }
 
 /// Version 2: a revision per key and user row, for compare-and-set saves.

@@ -58,6 +58,29 @@ async fn record_last_used_never_moves_backwards() {
 }
 
 #[tokio::test]
+async fn save_org_publishes_every_key_of_the_org_and_lookup_sees_it() {
+    let dir = TempDir::new().expect("tempdir");
+    conformance::save_org_publishes_every_key_of_the_org_and_lookup_sees_it(&open(&dir)).await;
+}
+
+#[tokio::test]
+async fn a_version_2_file_gains_org_states_and_keeps_its_keys_active() {
+    let dir = TempDir::new().expect("tempdir");
+    let k = key("key_old", "acme", &["*"], 1);
+    {
+        // A file as keygate built it before org suspension: no `orgs` table, version 2.
+        let store = open(&dir);
+        save(&store, std::slice::from_ref(&k)).await;
+        raw(&store, "DROP TABLE orgs; PRAGMA user_version = 2;");
+    }
+    let store = open(&dir);
+    let found = store.lookup(&k.hash).await.expect("lookup").expect("found");
+    assert_eq!(found.key, stored(&k));
+    assert!(!found.org_suspended);
+    assert_eq!(store.get_org("acme").await.expect("get org"), None);
+}
+
+#[tokio::test]
 async fn changes_since_follows_the_cursor() {
     let dir = TempDir::new().expect("tempdir");
     let store = open(&dir);

@@ -7,7 +7,7 @@
 
 use crate::key::KeyHash;
 use crate::store::record_json::{key_from_json, KeyFields};
-use crate::store::{AuditEvent, KeyRecord, StoreError, UserRecord};
+use crate::store::{AuditEvent, KeyRecord, OrgRecord, StoreError, UserRecord};
 use ::redis::Value;
 use serde::{Deserialize, Serialize};
 
@@ -197,6 +197,29 @@ pub(super) fn user_from_fields(
         })
     };
     decode().map_err(|reason| corrupt(format!("user {org}/{user}"), reason))
+}
+
+/// The state of `org` from its hash fields.
+pub(super) fn org_from_fields(org: &str, f: &Fields) -> Result<OrgRecord, StoreError> {
+    let decode = || -> Result<OrgRecord, String> {
+        Ok(OrgRecord {
+            org: org.to_owned(),
+            suspended: flag(f.required("suspended")?, "suspended")?,
+            version: f
+                .int::<u64>("version")?
+                .ok_or_else(|| "version: missing".to_owned())?,
+        })
+    };
+    decode().map_err(|reason| corrupt(format!("org {org}"), reason))
+}
+
+/// A `0`/`1` field.
+pub(super) fn flag(value: &str, name: &str) -> Result<bool, String> {
+    match value {
+        "0" => Ok(false),
+        "1" => Ok(true),
+        other => Err(format!("{name}: `{other}` is not 0 or 1")),
+    }
 }
 
 pub(super) fn corrupt(key_id: String, reason: String) -> StoreError {

@@ -36,6 +36,12 @@ pub(super) fn user(org: &str, user: &str) -> String {
     format!("{PREFIX}user:{}:{org}:{user}", org.len())
 }
 
+/// An org's state (suspended or not). `org-state:` and `org:` part at their fourth
+/// character (`-` / `:`), so no org name makes this the name of an org's key index.
+pub(super) fn org_state(org: &str) -> String {
+    format!("{PREFIX}org-state:{org}")
+}
+
 pub(super) fn audit() -> String {
     format!("{PREFIX}audit")
 }

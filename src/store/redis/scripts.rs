@@ -22,6 +22,9 @@ end
 local function owner_key(org, user)
   return P .. 'owner:' .. string.len(org) .. ':' .. org .. ':' .. user
 end
+local function org_state_key(org)
+  return P .. 'org-state:' .. org
+end
 "#;
 
 /// Writers: ARGV[2] is the stream's approximate MAXLEN.
@@ -222,6 +225,37 @@ append_audit(ARGV[9], ARGV[10], ARGV[11])
 return {'ok'}
 "#;
 
+/// ARGV[3]: org; ARGV[4]: read version (0: none stored); ARGV[5]: suspended ('0'/'1');
+/// ARGV[6..8]: the audit event; ARGV[9]: the most change events worth publishing one by
+/// one. Returns `{'ok'}` or `{'conflict'}`.
+const SAVE_ORG: &str = r#"
+local org = ARGV[3]
+local ok = org_state_key(org)
+local stored = tonumber(redis.call('HGET', ok, 'version')) or 0
+-- Strict, 0 included: of two first suspensions racing, one conflicts.
+if tonumber(ARGV[4]) ~= stored then
+  return {'conflict'}
+end
+local ids = redis.call('ZRANGE', P .. 'org:' .. org, 0, -1)
+open_feed()
+redis.call('HSET', ok, 'suspended', ARGV[5], 'version', string.format('%d', stored + 1))
+-- Every answer for a key of the org embeds the org's state. Past what a reader takes in
+-- one batch it would drop its whole cache anyway: say so in one event, and keep this
+-- script (which holds Redis) short.
+if #ids > tonumber(ARGV[9]) then
+  publish('*')
+else
+  for _, id in ipairs(ids) do
+    local hash = redis.call('HGET', P .. 'key:' .. id, 'hash')
+    if hash then
+      publish(hash)
+    end
+  end
+end
+append_audit(ARGV[6], ARGV[7], ARGV[8])
+return {'ok'}
+"#;
+
 /// ARGV[3..]: pairs of key id and unix-ms time. No change event and no audit: when a key
 /// was last used changes no verdict.
 const RECORD_LAST_USED: &str = r#"
@@ -239,8 +273,9 @@ return 0
 "#;
 
 /// KEYS[1]: `{kg}:hash:<hex>`. Returns nil (no such hash), `{id}` (an index entry without
-/// its key), or `{id, key fields, owner fields}`: the owner's hash comes from the same
-/// snapshot as the key, so a personal key's verdict never mixes two moments.
+/// its key), or `{id, key fields, owner fields, org suspended ('0'/'1')}`: the owner's
+/// hash and the org's state come from the same snapshot as the key, so a verdict never
+/// mixes two moments, and a lookup stays one round trip.
 const LOOKUP: &str = r#"
 local id = redis.call('GET', KEYS[1])
 if not id then
@@ -262,7 +297,11 @@ local user = {}
 if org and owner then
   user = redis.call('HGETALL', user_key(org, owner))
 end
-return {id, key, user}
+local suspended = '0'
+if org and redis.call('HGET', org_state_key(org), 'suspended') == '1' then
+  suspended = '1'
+end
+return {id, key, user, suspended}
 "#;
 
 /// KEYS[1]: the index (`{kg}:audit` or `{kg}:audit:key:<id>`); ARGV[2]: the highest score
@@ -292,6 +331,7 @@ pub(super) const KEY_ARGS: usize = 9;
 pub(super) static SAVE_KEYS_SCRIPT: LazyLock<Script> = LazyLock::new(|| writer(SAVE_KEYS));
 pub(super) static DELETE_KEY_SCRIPT: LazyLock<Script> = LazyLock::new(|| writer(DELETE_KEY));
 pub(super) static SAVE_USER_SCRIPT: LazyLock<Script> = LazyLock::new(|| writer(SAVE_USER));
+pub(super) static SAVE_ORG_SCRIPT: LazyLock<Script> = LazyLock::new(|| writer(SAVE_ORG));
 pub(super) static RECORD_LAST_USED_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| writer(RECORD_LAST_USED));
 pub(super) static LOOKUP_SCRIPT: LazyLock<Script> = LazyLock::new(|| reader(LOOKUP));
