@@ -43,6 +43,7 @@ fn record(i: usize) -> KeyRecord {
         last_used_at: None,
         revoked_at: None,
         rotated_to: None,
+        sealed_secret: None,
         version: 0,
     }
 }

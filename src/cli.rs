@@ -108,6 +108,8 @@ pub enum KeysCommand {
     },
     /// Delete a key; it is gone for good.
     Delete { id: String },
+    /// Show a recoverable key's secret again (needs `keys.recoverable`); audited.
+    Reveal { id: String },
     /// Write every key (hashes, never secrets) and its owner's user record as JSON lines.
     Export {
         /// File to write, `-` for standard output.
@@ -266,6 +268,7 @@ pub async fn run_management(cmd: Command, config: &Config) -> Result<Output, Cli
         store,
         config.roles.clone(),
         crate::key::KeyFormat::new(&config.keys.prefix),
+        config.keys.vault.clone(),
     );
     run_with(&svc, cmd).await
 }
@@ -351,6 +354,16 @@ pub async fn run_with(svc: &KeyService, cmd: Command) -> Result<Output, CliError
                 Ok(Output {
                     json: json!({ "deleted": id }),
                     text: format!("deleted {id}"),
+                })
+            }
+            KeysCommand::Reveal { id } => {
+                let secret = svc.reveal(&id, a).await?;
+                Ok(Output {
+                    json: json!({ "id": id, "key": secret.expose() }),
+                    text: format!(
+                        "{id}\n\n  key: {}\n\nThis reveal is recorded in the audit log.",
+                        secret.expose()
+                    ),
                 })
             }
             KeysCommand::Export { out } => {

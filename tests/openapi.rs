@@ -262,7 +262,14 @@ fn every_ref_resolves_and_every_error_code_is_listed() {
         AdminError::BadQuery("q".into()),
         AdminError::ImmutableField("roles".into()),
         AdminError::invalid("f", "m"),
-        AdminError::NoSecret,
+        AdminError::Service(ServiceError::NotRecoverable {
+            id: "key_x".into(),
+            why: "w",
+        }),
+        AdminError::Service(ServiceError::Vault {
+            id: "key_x".into(),
+            source: keygate::key::VaultError::WrongVaultKey,
+        }),
         AdminError::Service(ServiceError::Invalid {
             field: "f",
             message: "m".into(),

@@ -290,8 +290,20 @@ pub async fn run(
             j["rotated_from"] = key_json(&old);
             Ok(json(StatusCode::CREATED, &j))
         }
-        // Recoverable keys are not supported: no secret can be shown again.
-        Op::RevealSecret => Err(AdminError::NoSecret),
+        Op::RevealSecret => {
+            let key = scoped_key(svc, token, &p.id).await?;
+            let secret = svc.reveal(&key.id, actor).await?;
+            let mut resp = json(
+                StatusCode::OK,
+                &json!({ "id": key.id, "key": secret.expose() }),
+            );
+            // A secret must not linger in a browser's or a proxy's cache.
+            resp.headers_mut().insert(
+                http::header::CACHE_CONTROL,
+                http::HeaderValue::from_static("no-store"),
+            );
+            Ok(resp)
+        }
         Op::RemoveUser | Op::RestoreUser | Op::SetUserRoles => {
             let new_roles = match op {
                 Op::SetUserRoles => Some(body::<RolesBody>(req).await?.roles),

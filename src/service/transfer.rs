@@ -1,10 +1,11 @@
 //! `keys export` / `keys import`: moving keys between stores (one embedded gateway to a
 //! Redis fleet, or back). JSON lines of records with their hashes, never secrets: a key
-//! keeps working after the move because only `sha256(key)` was ever stored.
+//! keeps working after the move because only `sha256(key)` was ever stored. A recoverable
+//! key's sealed secret travels as it is stored (encrypted under the vault key).
 
 use super::{check_ident, check_metadata, check_name, check_rate_limit, invalid};
 use super::{KeyService, ServiceError};
-use crate::key::KeyHash;
+use crate::key::{KeyHash, SealedSecret};
 use crate::store::ALL_WORKSPACES;
 use crate::store::{now_ms, AuditEvent, KeyFilter, KeyRecord, KeyState, KeyType, UserRecord};
 use serde::{Deserialize, Serialize};
@@ -44,6 +45,10 @@ pub struct ExportedKey {
     pub last_used_at: Option<i64>,
     pub revoked_at: Option<i64>,
     pub rotated_to: Option<String>,
+    /// A recoverable key's sealed secret (`v1:<hex>`): encrypted, so it travels; with the
+    /// same `KEYGATE_VAULT_KEY` the key stays recoverable after an import.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_secret: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -78,6 +83,7 @@ impl From<&KeyRecord> for ExportedKey {
             last_used_at: k.last_used_at,
             revoked_at: k.revoked_at,
             rotated_to: k.rotated_to.clone(),
+            sealed_secret: k.sealed_secret.as_ref().map(|s| s.as_str().to_owned()),
         }
     }
 }
@@ -128,6 +134,12 @@ impl ExportedKey {
             return Err(format!("`{}` is not a key id", self.id));
         }
         check_key(&self).map_err(|e| e.to_string())?;
+        let sealed_secret = self
+            .sealed_secret
+            .as_deref()
+            .map(SealedSecret::parse)
+            .transpose()
+            .map_err(|e| format!("sealed_secret: {e}"))?;
         Ok(KeyRecord {
             id: self.id,
             hash,
@@ -148,6 +160,7 @@ impl ExportedKey {
             last_used_at: self.last_used_at,
             revoked_at: self.revoked_at,
             rotated_to: self.rotated_to,
+            sealed_secret,
             version: 0,
         })
     }

@@ -33,6 +33,7 @@ pub(crate) fn key(id: &str, org: &str, workspaces: &[&str], created_at: i64) -> 
         last_used_at: None,
         revoked_at: None,
         rotated_to: None,
+        sealed_secret: None,
         version: 0,
     }
 }

@@ -1,6 +1,6 @@
 //! The records a store keeps. Times are unix milliseconds (UTC); JSON shows RFC 3339.
 
-use crate::key::KeyHash;
+use crate::key::{KeyHash, SealedSecret};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -61,6 +61,9 @@ pub struct KeyRecord {
     pub revoked_at: Option<i64>,
     /// Set on the key a rotation replaced: the id of its successor.
     pub rotated_to: Option<String>,
+    /// The secret sealed under the vault key (`keys.recoverable`), for `keys reveal`;
+    /// `None` for keys made while recoverable keys were off. Never in a view.
+    pub sealed_secret: Option<SealedSecret>,
     /// The stored revision this record was read at. A save with a version above 0 only
     /// succeeds if the store still holds that revision (`StoreError::Conflict` otherwise),
     /// so two concurrent changes cannot silently undo each other (a rename racing a revoke
