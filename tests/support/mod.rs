@@ -169,6 +169,10 @@ pub struct TestGateway {
     /// The admin API of this gateway (same store, same metrics).
     pub admin_addr: SocketAddr,
     admin_running: Option<Running>,
+    /// Environment variables of this gateway (`KEYGATE_VAULT_KEY`): read by its config
+    /// in-process and given to every CLI child, never set on the test process, whose
+    /// threads run other tests.
+    pub env: Vec<(String, String)>,
 }
 
 impl TestGateway {
@@ -178,13 +182,27 @@ impl TestGateway {
 
     /// `edit` may rewrite the default YAML before it is loaded.
     pub async fn start_with(edit: impl FnOnce(String) -> String) -> TestGateway {
+        Self::start_with_env(edit, &[]).await
+    }
+
+    /// As `start_with`, with `env` as this gateway's own environment variables (over the
+    /// process's; `KEYGATE_VAULT_KEY` only from `env`).
+    pub async fn start_with_env(
+        edit: impl FnOnce(String) -> String,
+        env: &[(&str, &str)],
+    ) -> TestGateway {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         let upstream = start_upstream().await;
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("keygate.db");
         let yaml = edit(base_yaml(upstream.addr, &db));
         let config_path = dir.path().join("keygate.yaml");
         std::fs::write(&config_path, &yaml).expect("write config");
-        let config = Config::load(&config_path).expect("test config is valid");
+        let config =
+            Config::load_with_env(&config_path, &env_lookup(&env)).expect("test config is valid");
         let store = keygate::store::open(&config.store)
             .await
             .expect("open store");
@@ -213,6 +231,7 @@ impl TestGateway {
             gateway,
             running: Some(running),
             upstream,
+            env,
         }
     }
 
@@ -226,7 +245,12 @@ impl TestGateway {
 
     /// Runs the real `keygate` binary with `--config <this config> --json`.
     pub fn cli(&self, args: &[&str]) -> CliOutput {
-        cli(&self.config_path, args)
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        cli_env(&self.config_path, args, &env)
     }
 
     /// Creates a key with the CLI and returns (id, secret).
@@ -258,13 +282,35 @@ pub struct CliOutput {
     pub json: serde_json::Value,
 }
 
+/// The environment a config is loaded with in-process: `env` first, then the process's,
+/// except the vault key, which comes from `env` only.
+pub fn env_lookup(env: &[(String, String)]) -> impl Fn(&str) -> Option<String> + '_ {
+    move |name: &str| {
+        env.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .or_else(|| {
+                (name != keygate::key::VAULT_KEY_ENV)
+                    .then(|| std::env::var(name).ok())
+                    .flatten()
+            })
+    }
+}
+
 pub fn cli(config: &std::path::Path, args: &[&str]) -> CliOutput {
+    cli_env(config, args, &[])
+}
+
+/// The CLI with `env` set for this child only (`KEYGATE_VAULT_KEY` only from `env`).
+pub fn cli_env(config: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> CliOutput {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
         .arg("--config")
         .arg(config)
         .arg("--json")
         .args(args)
         .env_remove("KEYGATE_CONFIG")
+        .env_remove(keygate::key::VAULT_KEY_ENV)
+        .envs(env.iter().copied())
         .output()
         .expect("run keygate binary");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
