@@ -40,7 +40,12 @@ fn setup(rt: &tokio::runtime::Runtime) -> Setup {
     let config = Config::from_yaml(YAML, &|_| Some(db.clone())).expect("bench config");
     rt.block_on(async {
         let store = keygate::store::open(&config.store).await.expect("store");
-        let svc = KeyService::new(store.clone(), config.roles.clone(), KeyFormat::new("kg"));
+        let svc = KeyService::new(
+            store.clone(),
+            config.roles.clone(),
+            KeyFormat::new("kg"),
+            None,
+        );
         let (_, secret) = svc
             .create(
                 NewKey {

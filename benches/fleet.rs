@@ -130,7 +130,7 @@ routes: [ {{ path: /, upstream: echo }} ]
     let cli_store = keygate::store::open(&config.store)
         .await
         .expect("redis store");
-    let svc = KeyService::new(cli_store, config.roles.clone(), KeyFormat::new("kg"));
+    let svc = KeyService::new(cli_store, config.roles.clone(), KeyFormat::new("kg"), None);
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
 
     // Revocation lag.

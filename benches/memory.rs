@@ -44,6 +44,7 @@ fn record(i: usize) -> KeyRecord {
         revoked_at: None,
         rotated_to: None,
         hint: None,
+        sealed_secret: None,
         version: 0,
     }
 }

@@ -131,7 +131,10 @@ pub enum KeysCommand {
         #[arg(long, required = true)]
         stdin: bool,
     },
-    /// Write every key (hashes, never secrets) and its owner's user record as JSON lines.
+    /// Show a recoverable key's secret again (needs `keys.recoverable`); audited.
+    Reveal { id: String },
+    /// Write every key (hashes, never secrets), its owner's user record and its org's
+    /// suspension as JSON lines.
     Export {
         /// File to write, `-` for standard output.
         #[arg(long, default_value = "-")]
@@ -294,6 +297,7 @@ pub async fn run_management(cmd: Command, config: &Config) -> Result<Output, Cli
         store,
         config.roles.clone(),
         crate::key::KeyFormat::new(&config.keys.prefix),
+        config.keys.vault.clone(),
     );
     run_with(&svc, cmd).await
 }
@@ -398,17 +402,25 @@ pub async fn run_with(svc: &KeyService, cmd: Command) -> Result<Output, CliError
                         Ok(Output {
                             json: json!({ "found": true, "id": k.id, "key": key_json(&k) }),
                             text: format!(
-                                "{}
-
-revoked: its secret was reported leaked",
+                                "{}\n\nrevoked: its secret was reported leaked",
                                 key_text(&k)
                             ),
                         })
                     }
                 }
             }
+            KeysCommand::Reveal { id } => {
+                let secret = svc.reveal(&id, a).await?;
+                Ok(Output {
+                    json: json!({ "id": id, "key": secret.expose() }),
+                    text: format!(
+                        "{id}\n\n  key: {}\n\nThis reveal is recorded in the audit log.",
+                        secret.expose()
+                    ),
+                })
+            }
             KeysCommand::Export { out } => {
-                let (keys, users) = if out.as_os_str() == "-" {
+                let report = if out.as_os_str() == "-" {
                     svc.export(&mut std::io::stdout().lock()).await?
                 } else {
                     let mut f = std::io::BufWriter::new(
@@ -416,10 +428,15 @@ revoked: its secret was reported leaked",
                     );
                     svc.export(&mut f).await?
                 };
+                let mut j = serde_json::to_value(&report).unwrap_or_default();
+                j["file"] = json!(out.display().to_string());
                 Ok(Output {
-                    json: json!({ "exported_keys": keys, "exported_users": users, "file": out.display().to_string() }),
+                    json: j,
                     text: format!(
-                        "exported {keys} keys and {users} users to {}",
+                        "exported {} keys, {} users and {} suspended orgs to {}",
+                        report.exported_keys,
+                        report.exported_users,
+                        report.exported_orgs,
                         out.display()
                     ),
                 })
@@ -433,11 +450,13 @@ revoked: its secret was reported leaked",
                 };
                 Ok(Output {
                     text: format!(
-                        "imported {} keys ({} already present) and {} users ({} already present)",
+                        "imported {} keys ({} already present), {} users ({} already present) and {} org states ({} already present)",
                         report.keys_imported,
                         report.keys_present,
                         report.users_imported,
-                        report.users_present
+                        report.users_present,
+                        report.orgs_imported,
+                        report.orgs_present
                     ),
                     json: serde_json::to_value(&report).unwrap_or_default(),
                 })

@@ -119,6 +119,7 @@ pub async fn run(args: crate::cli::DemoArgs) -> Result<(), Box<dyn std::error::E
         store.clone(),
         config.roles.clone(),
         crate::key::KeyFormat::new(&config.keys.prefix),
+        config.keys.vault.clone(),
     );
     let (viewer, viewer_secret) = svc
         .create(

@@ -183,8 +183,6 @@ pub enum AdminError {
         field: &'static str,
         message: String,
     },
-    #[error("keys.recoverable is off: no secret can be shown again")]
-    NoSecret,
     #[error(transparent)]
     Service(#[from] crate::service::ServiceError),
 }
@@ -212,9 +210,7 @@ impl AdminError {
             AdminError::OutsideTokenScope { .. } => {
                 answer(S::FORBIDDEN, "outside_token_scope", None)
             }
-            AdminError::NoSuchEndpoint | AdminError::NoSecret => {
-                answer(S::NOT_FOUND, "not_found", None)
-            }
+            AdminError::NoSuchEndpoint => answer(S::NOT_FOUND, "not_found", None),
             AdminError::MethodNotAllowed { .. } => {
                 answer(S::METHOD_NOT_ALLOWED, "method_not_allowed", None)
             }
@@ -231,6 +227,12 @@ impl AdminError {
                 E::KeyNotActive { .. } => answer(S::CONFLICT, "key_not_active", None),
                 E::UnknownUser { .. } => answer(S::NOT_FOUND, "unknown_user", None),
                 E::MalformedKey => answer(S::BAD_REQUEST, "malformed_key", None),
+                // No secret kept for this key (or recoverable keys off): as for an unknown
+                // secret, 404, the message saying which.
+                E::NotRecoverable { .. } => answer(S::NOT_FOUND, "not_found", None),
+                // The deployment's vault key does not open what the store holds (or could
+                // not seal): the server's configuration, not the request, is at fault.
+                E::Vault { .. } => answer(S::INTERNAL_SERVER_ERROR, "vault_error", None),
                 // Another writer kept changing the same key: the change was not made.
                 E::Store(crate::store::StoreError::Conflict { .. }) => {
                     answer(S::CONFLICT, "conflict", None)

@@ -96,7 +96,7 @@ async fn setup(
         down: AtomicBool::new(false),
     });
     let roles = [("viewer".to_owned(), ["models:read".to_owned()].into())].into();
-    let svc = KeyService::new(inner, roles, KeyFormat::new("kg"));
+    let svc = KeyService::new(inner, roles, KeyFormat::new("kg"), None);
     let (_, secret) = svc
         .create(
             NewKey {

@@ -262,7 +262,14 @@ fn every_ref_resolves_and_every_error_code_is_listed() {
         AdminError::BadQuery("q".into()),
         AdminError::ImmutableField("roles".into()),
         AdminError::invalid("f", "m"),
-        AdminError::NoSecret,
+        AdminError::Service(ServiceError::NotRecoverable {
+            id: "key_x".into(),
+            why: "w",
+        }),
+        AdminError::Service(ServiceError::Vault {
+            id: "key_x".into(),
+            source: keygate::key::VaultError::WrongVaultKey,
+        }),
         AdminError::Service(ServiceError::Invalid {
             field: "f",
             message: "m".into(),
@@ -586,5 +593,37 @@ async fn real_answers_fit_the_document() {
     let all: BTreeSet<(String, &str)> =
         ROUTES.iter().map(|(m, p, _)| (m.to_string(), *p)).collect();
     assert_eq!(seen, all, "every route is driven here");
+    gw.stop().await;
+}
+
+/// The secret endpoint with recoverable keys on (off, it answers 404, driven above): its
+/// 200, 403 and 404, and the audit with a `reveal` event, fit the document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recoverable_answers_fit_the_document() {
+    let doc = doc();
+    let vault = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    let gw = TestGateway::start_with_env(
+        |y| {
+            y.replace(
+                "query_param: api_key }",
+                "query_param: api_key, recoverable: true }",
+            )
+        },
+        &[(keygate::key::VAULT_KEY_ENV, vault)],
+    )
+    .await;
+    let ops = OPS_TOKEN.to_owned();
+    let secret = "/v1/keys/{id}/secret";
+    let (id, _) = gw.create_key(&["--org", "acme", "--role", "viewer"]);
+    #[rustfmt::skip]
+    let steps: Vec<Step> = vec![
+        (Method::GET, secret, format!("/v1/keys/{id}/secret"), ops.clone(), None, 200),
+        (Method::GET, secret, format!("/v1/keys/{id}/secret"), TEAM_A_TOKEN.into(), None, 403),
+        (Method::GET, secret, "/v1/keys/key_nothere/secret".into(), ops.clone(), None, 404),
+        (Method::GET, "/v1/audit", format!("/v1/audit?key={id}"), ops.clone(), None, 200),
+    ];
+    for step in steps {
+        drive(&doc, &gw, step).await;
+    }
     gw.stop().await;
 }

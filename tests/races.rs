@@ -14,7 +14,7 @@ async fn service(path: &std::path::Path) -> Arc<KeyService> {
     let store = keygate::store::open(&cfg).await.expect("open store");
     let roles: BTreeMap<String, BTreeSet<String>> =
         [("viewer".to_owned(), ["models:read".to_owned()].into())].into();
-    Arc::new(KeyService::new(store, roles, KeyFormat::new("kg")))
+    Arc::new(KeyService::new(store, roles, KeyFormat::new("kg"), None))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

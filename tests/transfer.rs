@@ -129,3 +129,49 @@ async fn an_export_is_checked_as_create_would_check_it() {
     from.stop().await;
     to.stop().await;
 }
+
+/// A suspended org stays suspended in the store its keys move to: its keys never come
+/// back active there, and an org already known there is left as it is.
+#[tokio::test]
+async fn a_suspended_org_moves_with_its_keys() {
+    let from = TestGateway::start().await;
+    let (_, acme_key) = from.create_key(&["--org", "acme", "--role", "viewer"]);
+    let (_, globex_key) = from.create_key(&["--org", "globex", "--role", "viewer"]);
+    assert!(from.cli(&["orgs", "suspend", "acme"]).ok);
+    let file = from.dir.path().join("export.jsonl");
+    let path = file.to_str().expect("utf-8 path");
+    let out = from.cli(&["keys", "export", "--out", path]);
+    assert!(out.ok, "{}", out.stderr);
+    assert_eq!(out.json["exported_orgs"], 1, "{}", out.json);
+
+    let to = TestGateway::start().await;
+    let out = to.cli(&["keys", "import", "--in", path]);
+    assert!(out.ok, "{}", out.stderr);
+    assert_eq!(out.json["orgs_imported"], 1, "{}", out.json);
+    let verdict = |key: String| {
+        let url = to.url("/v1/models");
+        async move { get(&url, &[("authorization", &bearer(&key))]).await }
+    };
+    assert_eq!(verdict(acme_key.clone()).await.code(), "org_suspended");
+    assert_eq!(verdict(globex_key).await.status, 200);
+    let shown = to.cli(&["orgs", "show", "acme"]);
+    assert_eq!(shown.json["suspended"], true, "{}", shown.json);
+
+    // Restored there, a second import leaves it restored.
+    assert!(to.cli(&["orgs", "restore", "acme"]).ok);
+    let again = to.cli(&["keys", "import", "--in", path]);
+    assert!(again.ok, "{}", again.stderr);
+    assert_eq!(again.json["orgs_present"], 1);
+    assert_eq!(to.cli(&["orgs", "show", "acme"]).json["suspended"], false);
+
+    // A bad org name in an org line refuses the file.
+    std::fs::write(&file, r#"{"kind":"org","org":"a b","suspended":true}"#).expect("write");
+    let out = to.cli(&["keys", "import", "--in", path]);
+    assert!(
+        !out.ok && out.stderr.contains("line 1") && out.stderr.contains("org"),
+        "{}",
+        out.stderr
+    );
+    from.stop().await;
+    to.stop().await;
+}

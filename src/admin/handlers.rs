@@ -307,8 +307,20 @@ pub async fn run(
             j["rotated_from"] = key_json(&old);
             Ok(json(StatusCode::CREATED, &j))
         }
-        // Recoverable keys are not supported: no secret can be shown again.
-        Op::RevealSecret => Err(AdminError::NoSecret),
+        Op::RevealSecret => {
+            let key = scoped_key(svc, token, &p.id).await?;
+            let secret = svc.reveal(&key.id, actor).await?;
+            let mut resp = json(
+                StatusCode::OK,
+                &json!({ "id": key.id, "key": secret.expose() }),
+            );
+            // A secret must not linger in a browser's or a proxy's cache.
+            resp.headers_mut().insert(
+                http::header::CACHE_CONTROL,
+                http::HeaderValue::from_static("no-store"),
+            );
+            Ok(resp)
+        }
         Op::ReportLeak => {
             let b: LeakBody = body(req).await?;
             let Some(key) = svc.find_by_secret(&b.key).await? else {

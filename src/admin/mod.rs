@@ -68,7 +68,12 @@ impl Admin {
 
     fn state(config: &Config, store: &Arc<dyn KeyStore>, format: &KeyFormat) -> AdminState {
         AdminState {
-            service: KeyService::new(store.clone(), config.roles.clone(), format.clone()),
+            service: KeyService::new(
+                store.clone(),
+                config.roles.clone(),
+                format.clone(),
+                config.keys.vault.clone(),
+            ),
             tokens: config.admin.tokens.clone(),
             key_sources: CredentialSources {
                 header: config.keys.header.clone(),

@@ -6,6 +6,7 @@ pub mod raw;
 
 pub use duration::{format_duration, parse_duration, DurationError};
 
+use crate::key::{VaultKey, VAULT_KEY_ENV};
 use http::header::HeaderName;
 use http::Method;
 use raw::*;
@@ -117,6 +118,8 @@ pub struct KeysConfig {
     pub header: Option<HeaderName>,
     pub query_param: Option<String>,
     pub forward_credential: bool,
+    /// The vault key (`KEYGATE_VAULT_KEY`): set exactly when `keys.recoverable` is on.
+    pub vault: Option<VaultKey>,
     pub last_used_flush: Duration,
 }
 
@@ -187,14 +190,25 @@ pub struct LogConfig {
 impl Config {
     /// Reads, substitutes, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with_env(path, &|name| std::env::var(name).ok())
+    }
+
+    /// `load` with `env` in place of the process environment, for `${VAR}` and
+    /// `KEYGATE_VAULT_KEY` alike (tests give each gateway its own, without touching the
+    /// environment of a process whose threads run other tests).
+    pub fn load_with_env(
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_yaml(&text, &|name| std::env::var(name).ok())
+        Self::from_yaml(&text, env)
     }
 
-    /// Parses YAML text; `env` resolves `${VAR}` (a function so tests need no process env).
+    /// Parses YAML text; `env` resolves `${VAR}` and `KEYGATE_VAULT_KEY` (a function so
+    /// tests need no process env).
     pub fn from_yaml(
         text: &str,
         env: &dyn Fn(&str) -> Option<String>,
@@ -215,7 +229,7 @@ impl Config {
                 message: e.into_inner().to_string(),
             }
         })?;
-        validate(raw)
+        validate(raw, env)
     }
 
     /// The example config the README and `demo` use (embedded store, one upstream).
@@ -368,7 +382,7 @@ fn is_label_value(s: &str) -> bool {
     !s.is_empty() && s.len() <= 256 && !breaks_label(s)
 }
 
-fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
     let mut e = Errors(Vec::new());
 
     let listen = e.addr("listen", raw.listen.as_deref(), DEFAULT_LISTEN);
@@ -513,17 +527,35 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             e.push("keys.query_param", format!("`{q}` must be [A-Za-z0-9-_.]+"));
         }
     }
-    if raw.keys.recoverable == Some(true) {
-        e.push(
-            "keys.recoverable",
-            "recoverable keys are not supported by this version",
-        );
-    }
+    // The vault key is read only when recoverable keys are on, and never repeated in an
+    // error: it is the one secret that opens every stored secret.
+    let vault = if raw.keys.recoverable == Some(true) {
+        match env(VAULT_KEY_ENV) {
+            None => {
+                e.push(
+                    "keys.recoverable",
+                    format!("needs the vault key in the environment: {VAULT_KEY_ENV} is not set (32 bytes as 64 hex characters; make one with `openssl rand -hex 32`)"),
+                );
+                None
+            }
+            Some(v) => VaultKey::from_hex(v.trim())
+                .map_err(|_| {
+                    e.push(
+                        "keys.recoverable",
+                        format!("{VAULT_KEY_ENV} must be 64 hex characters (32 bytes); the value in the environment is not (it is not shown)"),
+                    )
+                })
+                .ok(),
+        }
+    } else {
+        None
+    };
     let keys = KeysConfig {
         prefix,
         header: key_header,
         query_param: raw.keys.query_param,
         forward_credential: raw.keys.forward_credential.unwrap_or(false),
+        vault,
         last_used_flush: e.bounded(
             "keys.last_used_flush",
             raw.keys.last_used_flush.as_deref(),

@@ -134,7 +134,8 @@ pub struct RawKeys {
     /// Pass the credential on to upstreams (default: removed).
     #[serde(default, deserialize_with = "scalar_or_text")]
     pub forward_credential: Option<bool>,
-    /// Keep secrets encrypted so admins can reveal them (not yet supported).
+    /// Also keep each new key's secret, sealed (AES-256-GCM) under the vault key from
+    /// `KEYGATE_VAULT_KEY`, so admins can be shown it again (`keys reveal`).
     #[serde(default, deserialize_with = "scalar_or_text")]
     pub recoverable: Option<bool>,
     /// How often `last_used_at` is written, in one batch.

@@ -610,3 +610,45 @@ fn routes_that_could_never_admit_a_request_are_refused() {
     ]));
     assert_eq!(c.routes[0].host.as_deref(), Some("::1"));
 }
+
+#[test]
+fn recoverable_keys_read_the_vault_key_from_the_environment() {
+    const VAULT: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    let with = |value: Option<&'static str>| {
+        move |name: &str| {
+            (name == "KEYGATE_VAULT_KEY")
+                .then_some(value)
+                .flatten()
+                .map(str::to_owned)
+        }
+    };
+    let on = format!("keys: {{ recoverable: true }}\n{UPSTREAM}");
+    let off = format!("keys: {{ recoverable: false }}\n{UPSTREAM}");
+
+    // Off (the default): no vault key, even when one is in the environment.
+    assert!(valid(UPSTREAM).keys.vault.is_none());
+    let c = Config::from_yaml(&off, &with(Some(VAULT))).expect("valid");
+    assert!(c.keys.vault.is_none());
+
+    let c = Config::from_yaml(&on, &with(Some(VAULT))).expect("valid");
+    assert_eq!(c.keys.vault, Some(VaultKey::from_hex(VAULT).expect("key")));
+    assert!(
+        !format!("{c:?}").contains(VAULT),
+        "Debug of the config shows the vault key"
+    );
+
+    // Missing, empty or malformed: refused, naming the field and the variable, never the value.
+    for value in [None, Some(""), Some("not-hex"), Some(&VAULT[..62])] {
+        match Config::from_yaml(&on, &with(value)) {
+            Err(ConfigError::Invalid(errs)) => {
+                assert_eq!(errs.len(), 1, "{errs:?}");
+                assert!(errs[0].starts_with("keys.recoverable: "), "{errs:?}");
+                assert!(errs[0].contains("KEYGATE_VAULT_KEY"), "{errs:?}");
+                if let Some(v) = value.filter(|v| !v.is_empty()) {
+                    assert!(!errs[0].contains(v), "the value is echoed: {errs:?}");
+                }
+            }
+            other => panic!("{value:?} accepted or refused elsewhere: {other:?}"),
+        }
+    }
+}

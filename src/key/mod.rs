@@ -5,11 +5,13 @@
 //! throw out typos and garbage before it hashes anything or asks the store.
 
 mod base62;
+pub mod vault;
 
 use sha2::{Digest, Sha256};
 use std::fmt;
 
 pub use base62::{decode_u32, encode_u32_padded, is_base62};
+pub use vault::{SealedSecret, VaultError, VaultKey, VAULT_KEY_ENV};
 
 /// Length of the random part of a key.
 pub const RANDOM_LEN: usize = 32;

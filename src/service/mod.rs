@@ -6,7 +6,7 @@ pub mod transfer;
 pub mod view;
 
 use crate::config::format_duration;
-use crate::key::{new_key_id, ApiKey, KeyFormat};
+use crate::key::{new_key_id, ApiKey, KeyFormat, SealedSecret, VaultError, VaultKey};
 use crate::store::{
     now_ms, AuditEvent, AuditQuery, KeyFilter, KeyRecord, KeyState, KeyStore, KeyType, StoreError,
     UserRecord, ALL_WORKSPACES,
@@ -39,6 +39,18 @@ pub enum ServiceError {
     /// is never part of the message.
     #[error("the reported key is malformed (wrong prefix, length, characters or checksum)")]
     MalformedKey,
+    /// `keys reveal` of a key whose secret is not kept: recoverable keys are off, or the
+    /// key was made while they were.
+    #[error("the secret of key {id} cannot be shown again: {why}")]
+    NotRecoverable { id: String, why: &'static str },
+    /// A secret could not be sealed or opened (most likely a `KEYGATE_VAULT_KEY` other
+    /// than the one that sealed it). Names the key, never the secret.
+    #[error("key {id}: {source}")]
+    Vault {
+        id: String,
+        #[source]
+        source: VaultError,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -158,23 +170,45 @@ fn check_rate_limit(s: &str) -> Result<(), ServiceError> {
     }
 }
 
+/// Why `reveal` finds no secret to show.
+const RECOVERABLE_OFF: &str =
+    "recoverable keys are off (`keys.recoverable: true` and KEYGATE_VAULT_KEY turn them on)";
+const NOT_SEALED: &str = "it was created while recoverable keys were off, so its secret was never kept (rotate it to get a new, recoverable one)";
+
 pub struct KeyService {
     store: Arc<dyn KeyStore>,
     roles: BTreeMap<String, BTreeSet<String>>,
     format: KeyFormat,
+    /// `keys.recoverable`: new secrets are sealed under it, and `reveal` opens them.
+    vault: Option<VaultKey>,
 }
 
 impl KeyService {
+    /// `vault`: the config's `keys.vault`, set when recoverable keys are on.
     pub fn new(
         store: Arc<dyn KeyStore>,
         roles: BTreeMap<String, BTreeSet<String>>,
         format: KeyFormat,
+        vault: Option<VaultKey>,
     ) -> Self {
         KeyService {
             store,
             roles,
             format,
+            vault,
         }
+    }
+
+    /// The secret sealed for key `id` when recoverable keys are on.
+    fn seal(&self, id: &str, secret: &ApiKey) -> Result<Option<SealedSecret>, ServiceError> {
+        self.vault
+            .as_ref()
+            .map(|v| v.seal(id, secret))
+            .transpose()
+            .map_err(|source| ServiceError::Vault {
+                id: id.to_owned(),
+                source,
+            })
     }
 
     pub fn store(&self) -> &Arc<dyn KeyStore> {
@@ -331,6 +365,7 @@ impl KeyService {
             None => id.clone(),
         };
         let secret = self.format.generate();
+        let sealed_secret = self.seal(&id, &secret)?;
         let record = KeyRecord {
             hash: secret.hash(),
             id,
@@ -352,6 +387,7 @@ impl KeyService {
             revoked_at: None,
             rotated_to: None,
             hint: Some(secret.hint()),
+            sealed_secret,
             version: 0,
         };
         let event = Self::event(
@@ -368,6 +404,36 @@ impl KeyService {
 
     pub async fn show(&self, id: &str) -> Result<KeyRecord, ServiceError> {
         self.must_get(id).await
+    }
+
+    /// The secret of a recoverable key, shown again; writes an audit event `reveal`
+    /// first, so no secret is shown unrecorded. Recoverable keys off hides every stored
+    /// secret; a key made while they were off has none. Any state may be revealed
+    /// (revoked and expired keys too: their secret admits nothing any more, and seeing
+    /// it helps match a leaked secret to its key).
+    pub async fn reveal(&self, id: &str, actor: &str) -> Result<ApiKey, ServiceError> {
+        let key = self.must_get(id).await?;
+        let not_recoverable = |why| ServiceError::NotRecoverable {
+            id: key.id.clone(),
+            why,
+        };
+        let vault = self
+            .vault
+            .as_ref()
+            .ok_or_else(|| not_recoverable(RECOVERABLE_OFF))?;
+        let sealed = key
+            .sealed_secret
+            .as_ref()
+            .ok_or_else(|| not_recoverable(NOT_SEALED))?;
+        let secret = vault
+            .open(&key.id, sealed)
+            .map_err(|source| ServiceError::Vault {
+                id: key.id.clone(),
+                source,
+            })?;
+        let event = Self::event("reveal", Some(&key.id), actor, json!({ "org": key.org }));
+        self.store.save_keys(&[], &[event]).await?;
+        Ok(secret)
     }
 
     /// Keys by org / workspace; `unused_for` keeps keys not used (or, never used, not
@@ -504,9 +570,13 @@ impl KeyService {
             KeyState::Active => {}
         }
         let secret = self.format.generate();
+        let new_id = new_key_id();
+        // Sealed for the new id (the old key's sealed secret is bound to the old id).
+        let sealed_secret = self.seal(&new_id, &secret)?;
         let new = KeyRecord {
-            id: new_key_id(),
+            id: new_id,
             hash: secret.hash(),
+            sealed_secret,
             created_at: now,
             created_by: actor.to_owned(),
             last_used_at: None,

@@ -1,11 +1,14 @@
 //! `keys export` / `keys import`: moving keys between stores (one embedded gateway to a
 //! Redis fleet, or back). JSON lines of records with their hashes, never secrets: a key
-//! keeps working after the move because only `sha256(key)` was ever stored.
+//! keeps working after the move because only `sha256(key)` was ever stored. A recoverable
+//! key's sealed secret travels as it is stored (encrypted under the vault key).
 
 use super::{check_ident, check_metadata, check_name, check_rate_limit, check_workspaces, invalid};
 use super::{KeyService, ServiceError};
-use crate::key::KeyHash;
-use crate::store::{now_ms, AuditEvent, KeyFilter, KeyRecord, KeyState, KeyType, UserRecord};
+use crate::key::{KeyHash, SealedSecret};
+use crate::store::{
+    now_ms, AuditEvent, KeyFilter, KeyRecord, KeyState, KeyType, OrgRecord, UserRecord,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,6 +20,15 @@ use std::io::{BufRead, Write};
 pub enum Line {
     Key(Box<ExportedKey>),
     User(ExportedUser),
+    /// A suspended org (SPEC §8): its keys must not come back active in the new store.
+    Org(ExportedOrg),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportedOrg {
+    pub org: String,
+    pub suspended: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -46,6 +58,10 @@ pub struct ExportedKey {
     /// Absent in exports of keys made before hints existed (and of older keygates).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+    /// A recoverable key's sealed secret (`v1:<hex>`): encrypted, so it travels; with the
+    /// same `KEYGATE_VAULT_KEY` the key stays recoverable after an import.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_secret: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -81,6 +97,7 @@ impl From<&KeyRecord> for ExportedKey {
             revoked_at: k.revoked_at,
             rotated_to: k.rotated_to.clone(),
             hint: k.hint.clone(),
+            sealed_secret: k.sealed_secret.as_ref().map(|s| s.as_str().to_owned()),
         }
     }
 }
@@ -133,6 +150,12 @@ impl ExportedKey {
             return Err(format!("`{}` is not a key id", self.id));
         }
         check_key(&self).map_err(|e| e.to_string())?;
+        let sealed_secret = self
+            .sealed_secret
+            .as_deref()
+            .map(SealedSecret::parse)
+            .transpose()
+            .map_err(|e| format!("sealed_secret: {e}"))?;
         Ok(KeyRecord {
             id: self.id,
             hash,
@@ -154,6 +177,7 @@ impl ExportedKey {
             revoked_at: self.revoked_at,
             rotated_to: self.rotated_to,
             hint: self.hint,
+            sealed_secret,
             version: 0,
         })
     }
@@ -165,6 +189,16 @@ pub struct ImportReport {
     pub keys_present: usize,
     pub users_imported: usize,
     pub users_present: usize,
+    pub orgs_imported: usize,
+    pub orgs_present: usize,
+}
+
+/// What an export wrote.
+#[derive(Debug, Default, Serialize)]
+pub struct ExportReport {
+    pub exported_keys: usize,
+    pub exported_users: usize,
+    pub exported_orgs: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -178,15 +212,18 @@ pub enum TransferError {
 }
 
 impl KeyService {
-    /// Writes every key (and the user records their owners have) as JSON lines.
-    pub async fn export(&self, out: &mut dyn Write) -> Result<(usize, usize), TransferError> {
+    /// Writes every key, the user records their owners have and the suspended orgs among
+    /// theirs, as JSON lines.
+    pub async fn export(&self, out: &mut dyn Write) -> Result<ExportReport, TransferError> {
         let keys = self
             .store()
             .list_keys(&KeyFilter::default())
             .await
             .map_err(ServiceError::from)?;
         let mut owners = BTreeSet::new();
+        let mut orgs = BTreeSet::new();
         for k in &keys {
+            orgs.insert(k.org.clone());
             serde_json::to_writer(&mut *out, &Line::Key(Box::new(k.into())))
                 .map_err(std::io::Error::from)?;
             out.write_all(b"\n")?;
@@ -214,8 +251,29 @@ impl KeyService {
                 users += 1;
             }
         }
+        let mut suspended = 0;
+        for org in orgs {
+            let state = self
+                .store()
+                .get_org(&org)
+                .await
+                .map_err(ServiceError::from)?;
+            if state.is_some_and(|o| o.suspended) {
+                let line = Line::Org(ExportedOrg {
+                    org,
+                    suspended: true,
+                });
+                serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::from)?;
+                out.write_all(b"\n")?;
+                suspended += 1;
+            }
+        }
         out.flush()?;
-        Ok((keys.len(), users))
+        Ok(ExportReport {
+            exported_keys: keys.len(),
+            exported_users: users,
+            exported_orgs: suspended,
+        })
     }
 
     /// Reads an export. Every line is checked before anything is written; records already
@@ -227,6 +285,7 @@ impl KeyService {
     ) -> Result<ImportReport, TransferError> {
         let mut keys = Vec::new();
         let mut users = Vec::new();
+        let mut orgs = Vec::new();
         for (i, line) in input.lines().enumerate() {
             let line = line?;
             if line.trim().is_empty() {
@@ -238,6 +297,14 @@ impl KeyService {
             };
             match serde_json::from_str::<Line>(&line).map_err(|e| bad(e.to_string()))? {
                 Line::Key(k) => keys.push(k.into_record().map_err(bad)?),
+                Line::Org(o) => {
+                    check_ident("org", &o.org).map_err(|e| bad(e.to_string()))?;
+                    orgs.push(OrgRecord {
+                        org: o.org,
+                        suspended: o.suspended,
+                        version: 0,
+                    });
+                }
                 Line::User(u) => {
                     check_ident("org", &u.org)
                         .and_then(|()| check_ident("user", &u.user))
@@ -256,6 +323,29 @@ impl KeyService {
             }
         }
         let mut report = ImportReport::default();
+        // Orgs first: a key of a suspended org must never be seen active in this store.
+        for o in orgs {
+            if self
+                .store()
+                .get_org(&o.org)
+                .await
+                .map_err(ServiceError::from)?
+                .is_some()
+            {
+                report.orgs_present += 1;
+                continue;
+            }
+            let event = import_event(
+                None,
+                actor,
+                json!({ "org": o.org, "suspended": o.suspended }),
+            );
+            self.store()
+                .save_org(&o, &event)
+                .await
+                .map_err(ServiceError::from)?;
+            report.orgs_imported += 1;
+        }
         // Users first: a personal key must never be seen without its owner's state.
         for u in users {
             if self

@@ -25,6 +25,7 @@ pub(crate) async fn key_record_round_trips_with_every_field(store: &impl KeyStor
         revoked_at: Some(1_700_000_600_000),
         rotated_to: Some("key_next".to_owned()),
         hint: Some("kg_…a1B2".to_owned()),
+        sealed_secret: Some(crate::key::SealedSecret::from_stored("v1:00ff".to_owned())),
         ..personal("key_full", "acme", "alice", 1_700_000_000_000)
     };
     let inherit = KeyRecord {

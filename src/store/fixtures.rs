@@ -34,6 +34,7 @@ pub(crate) fn key(id: &str, org: &str, workspaces: &[&str], created_at: i64) -> 
         revoked_at: None,
         rotated_to: None,
         hint: None,
+        sealed_secret: None,
         version: 0,
     }
 }

@@ -1,6 +1,6 @@
 //! The records a store keeps. Times are unix milliseconds (UTC); JSON shows RFC 3339.
 
-use crate::key::KeyHash;
+use crate::key::{KeyHash, SealedSecret};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -64,6 +64,9 @@ pub struct KeyRecord {
     /// The prefix and the secret's last 4 characters (`kg_…a1B2`), kept at creation so
     /// that people can tell keys apart; `None` for keys made before hints existed.
     pub hint: Option<String>,
+    /// The secret sealed under the vault key (`keys.recoverable`), for `keys reveal`;
+    /// `None` for keys made while recoverable keys were off. Never in a view.
+    pub sealed_secret: Option<SealedSecret>,
     /// The stored revision this record was read at. A save with a version above 0 only
     /// succeeds if the store still holds that revision (`StoreError::Conflict` otherwise),
     /// so two concurrent changes cannot silently undo each other (a rename racing a revoke

@@ -3,7 +3,7 @@
 //! record reads the same whichever store wrote it. `KeyRecord` is not serde itself (its
 //! hash is bytes, and some fields are stored beside the JSON), hence this private shape.
 
-use crate::key::KeyHash;
+use crate::key::{KeyHash, SealedSecret};
 use crate::store::{KeyRecord, KeyState, KeyType};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -27,6 +27,9 @@ struct StoredKey {
     /// Absent in records written before hints existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     hint: Option<String>,
+    /// Recoverable keys only (`v1:<hex>`); absent in records written without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sealed_secret: Option<String>,
 }
 
 /// The attributes a store keeps beside the JSON (columns, hash fields).
@@ -57,6 +60,7 @@ pub(crate) fn key_json(key: &KeyRecord) -> String {
         revoked_at: key.revoked_at,
         rotated_to: key.rotated_to.clone(),
         hint: key.hint.clone(),
+        sealed_secret: key.sealed_secret.as_ref().map(|s| s.as_str().to_owned()),
     };
     serde_json::to_string(&stored).expect("strings, lists, string maps and enums always serialize")
 }
@@ -85,6 +89,8 @@ pub(crate) fn key_from_json(record: &str, f: KeyFields) -> Result<KeyRecord, Str
         revoked_at: s.revoked_at,
         rotated_to: s.rotated_to,
         hint: s.hint,
+        // As stored: a damaged one fails when revealed, and keeps the key usable.
+        sealed_secret: s.sealed_secret.map(SealedSecret::from_stored),
         version: f.version,
     })
 }
@@ -92,4 +98,38 @@ pub(crate) fn key_from_json(record: &str, f: KeyFields) -> Result<KeyRecord, Str
 /// A list of names as JSON (user roles and permissions).
 pub(crate) fn names_json(names: &[String]) -> String {
     serde_json::to_string(names).expect("a list of strings always serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::fixtures::key;
+
+    fn fields(k: &KeyRecord) -> KeyFields {
+        KeyFields {
+            id: k.id.clone(),
+            hash: k.hash,
+            org: k.org.clone(),
+            owner: k.owner.clone(),
+            created_at: k.created_at,
+            last_used_at: k.last_used_at,
+            version: k.version,
+        }
+    }
+
+    #[test]
+    fn the_sealed_secret_is_optional_so_older_records_read_as_before() {
+        let plain = key("key_a", "acme", &["*"], 1);
+        let json = key_json(&plain);
+        assert!(!json.contains("sealed_secret"), "{json}");
+        assert_eq!(key_from_json(&json, fields(&plain)), Ok(plain.clone()));
+
+        let sealed = KeyRecord {
+            sealed_secret: Some(SealedSecret::from_stored("v1:00ff".to_owned())),
+            ..plain
+        };
+        let json = key_json(&sealed);
+        assert!(json.contains(r#""sealed_secret":"v1:00ff""#), "{json}");
+        assert_eq!(key_from_json(&json, fields(&sealed)), Ok(sealed));
+    }
 }

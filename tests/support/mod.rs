@@ -169,6 +169,10 @@ pub struct TestGateway {
     /// The admin API of this gateway (same store, same metrics).
     pub admin_addr: SocketAddr,
     admin_running: Option<Running>,
+    /// Environment variables of this gateway (`KEYGATE_VAULT_KEY`): read by its config
+    /// in-process and given to every CLI child, never set on the test process, whose
+    /// threads run other tests.
+    pub env: Vec<(String, String)>,
 }
 
 impl TestGateway {
@@ -178,13 +182,27 @@ impl TestGateway {
 
     /// `edit` may rewrite the default YAML before it is loaded.
     pub async fn start_with(edit: impl FnOnce(String) -> String) -> TestGateway {
+        Self::start_with_env(edit, &[]).await
+    }
+
+    /// As `start_with`, with `env` as this gateway's own environment variables (over the
+    /// process's; `KEYGATE_VAULT_KEY` only from `env`).
+    pub async fn start_with_env(
+        edit: impl FnOnce(String) -> String,
+        env: &[(&str, &str)],
+    ) -> TestGateway {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         let upstream = start_upstream().await;
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("keygate.db");
         let yaml = edit(base_yaml(upstream.addr, &db));
         let config_path = dir.path().join("keygate.yaml");
         std::fs::write(&config_path, &yaml).expect("write config");
-        let config = Config::load(&config_path).expect("test config is valid");
+        let config =
+            Config::load_with_env(&config_path, &env_lookup(&env)).expect("test config is valid");
         let store = keygate::store::open(&config.store)
             .await
             .expect("open store");
@@ -213,6 +231,7 @@ impl TestGateway {
             gateway,
             running: Some(running),
             upstream,
+            env,
         }
     }
 
@@ -226,7 +245,12 @@ impl TestGateway {
 
     /// Runs the real `keygate` binary with `--config <this config> --json`.
     pub fn cli(&self, args: &[&str]) -> CliOutput {
-        cli(&self.config_path, args)
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        cli_env(&self.config_path, args, &env)
     }
 
     /// Creates a key with the CLI and returns (id, secret).
@@ -258,23 +282,49 @@ pub struct CliOutput {
     pub json: serde_json::Value,
 }
 
+/// The environment a config is loaded with in-process: `env` first, then the process's,
+/// except the vault key, which comes from `env` only.
+pub fn env_lookup(env: &[(String, String)]) -> impl Fn(&str) -> Option<String> + '_ {
+    move |name: &str| {
+        env.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .or_else(|| {
+                (name != keygate::key::VAULT_KEY_ENV)
+                    .then(|| std::env::var(name).ok())
+                    .flatten()
+            })
+    }
+}
+
 pub fn cli(config: &std::path::Path, args: &[&str]) -> CliOutput {
-    run_cli(config, args, None, true)
+    run_cli(config, args, &[], None, true)
+}
+
+/// The CLI with `env` set for this child only (`KEYGATE_VAULT_KEY` only from `env`).
+pub fn cli_env(config: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> CliOutput {
+    run_cli(config, args, env, None, true)
 }
 
 /// `cli`, with `input` written to the command's standard input (closed after it).
 pub fn cli_with_stdin(config: &std::path::Path, args: &[&str], input: Option<&str>) -> CliOutput {
-    run_cli(config, args, input, true)
+    run_cli(config, args, &[], input, true)
 }
 
 /// What a successful command prints for a person (no `--json`).
 pub fn cli_text(config: &std::path::Path, args: &[&str]) -> String {
-    let out = run_cli(config, args, None, false);
+    let out = run_cli(config, args, &[], None, false);
     assert!(out.ok, "{args:?} failed: {}", out.stderr);
     out.stdout
 }
 
-fn run_cli(config: &std::path::Path, args: &[&str], input: Option<&str>, json: bool) -> CliOutput {
+fn run_cli(
+    config: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    input: Option<&str>,
+    json: bool,
+) -> CliOutput {
     use std::io::Write;
     use std::process::Stdio;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
@@ -283,6 +333,8 @@ fn run_cli(config: &std::path::Path, args: &[&str], input: Option<&str>, json: b
         .args(json.then_some("--json"))
         .args(args)
         .env_remove("KEYGATE_CONFIG")
+        .env_remove(keygate::key::VAULT_KEY_ENV)
+        .envs(env.iter().copied())
         .stdin(if input.is_some() {
             Stdio::piped()
         } else {
