@@ -202,6 +202,11 @@ async fn an_org_token_with_a_role_ceiling_stays_under_it() {
     }
     assert_only_denials(&before, &written(&gw).await, "org-viewer", refusals.len());
 
+    // A user keygate does not know yet: recording one is not a ceiling token's act (the
+    // name could be the org owner's, and personal keys acting as them would follow).
+    let r = set_roles(&gw, ORG_VIEWER_TOKEN, "newbie", &["viewer"]).await;
+    assert_refused(&r, 403, "outside_token_scope");
+
     // Under the ceiling: a viewer key, a viewer user and that user's inheriting key.
     create(
         &gw,
@@ -209,6 +214,7 @@ async fn an_org_token_with_a_role_ceiling_stays_under_it() {
         json!({ "org": "acme", "roles": ["viewer"] }),
     )
     .await;
+    assert_status(&set_roles(&gw, OPS_TOKEN, "bob", &["viewer"]).await, 200);
     assert_status(
         &set_roles(&gw, ORG_VIEWER_TOKEN, "bob", &["viewer"]).await,
         200,
@@ -220,6 +226,71 @@ async fn an_org_token_with_a_role_ceiling_stays_under_it() {
     )
     .await;
     assert_eq!(k["owner"], "bob");
+    gw.stop().await;
+}
+
+/// Rotating or revealing a key hands out a working secret of it: the same rules as
+/// creating it. Before, a ceiling token could rotate the operator's stronger keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_cannot_rotate_or_reveal_a_key_stronger_than_it_may_create() {
+    let gw = start().await;
+    assert_status(&set_roles(&gw, OPS_TOKEN, "ceo", &["editor"]).await, 200);
+    let editor = create(
+        &gw,
+        OPS_TOKEN,
+        json!({ "org": "acme", "roles": ["editor"] }),
+    )
+    .await;
+    let ceo_in_team_a = create(
+        &gw,
+        OPS_TOKEN,
+        json!({ "org": "acme", "workspaces": ["team-a"], "type": "personal", "owner": "ceo", "inherit": true }),
+    )
+    .await;
+    let before = written(&gw).await;
+    let cases = [
+        (ORG_VIEWER_TOKEN, id(&editor)),
+        (TEAM_A_TOKEN, id(&ceo_in_team_a)),
+    ];
+    for (token, key_id) in &cases {
+        let r = call(
+            &gw,
+            Method::POST,
+            &format!("/v1/keys/{key_id}/rotate"),
+            token,
+            None,
+        )
+        .await;
+        assert_refused(&r, 403, "outside_token_scope");
+        let r = call(
+            &gw,
+            Method::GET,
+            &format!("/v1/keys/{key_id}/secret"),
+            token,
+            None,
+        )
+        .await;
+        assert_refused(&r, 403, "outside_token_scope");
+    }
+    let after = written(&gw).await;
+    assert_eq!(after.0, before.0, "nothing rotated");
+
+    // Keys it could have made itself rotate as before.
+    let mine = create(
+        &gw,
+        TEAM_A_TOKEN,
+        json!({ "org": "acme", "workspaces": ["team-a"], "roles": ["viewer"] }),
+    )
+    .await;
+    let r = call(
+        &gw,
+        Method::POST,
+        &format!("/v1/keys/{}/rotate", id(&mine)),
+        TEAM_A_TOKEN,
+        None,
+    )
+    .await;
+    assert_status(&r, 201);
     gw.stop().await;
 }
 

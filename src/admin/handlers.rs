@@ -301,14 +301,16 @@ pub async fn run(
                 }
                 None => std::time::Duration::from_secs(3600),
             };
-            let key = scoped_key(svc, token, &p.id).await?;
+            let key = svc.show(&p.id).await?;
+            scope::check_mint(svc, token, &key).await?;
             let (old, new, secret) = svc.rotate(&key.id, grace, actor).await?;
             let mut j = with_secret(&new, &secret);
             j["rotated_from"] = key_json(&old);
             Ok(json(StatusCode::CREATED, &j))
         }
         Op::RevealSecret => {
-            let key = scoped_key(svc, token, &p.id).await?;
+            let key = svc.show(&p.id).await?;
+            scope::check_mint(svc, token, &key).await?;
             let secret = svc.reveal(&key.id, actor).await?;
             let mut resp = json(
                 StatusCode::OK,
@@ -326,9 +328,13 @@ pub async fn run(
             let Some(key) = svc.find_by_secret(&b.key).await? else {
                 return ok(json!({ "found": false }));
             };
-            // A limited token reports leaks of its own keys; beyond them it learns nothing
-            // it did not know (it holds the secret) and revokes nothing.
-            scope::check_key(token, &key)?;
+            // A limited token reports leaks of its own keys; beyond them it revokes
+            // nothing and is not told whose key it holds.
+            if !key_in_scope(token, &key) {
+                return Err(AdminError::outside_scope(
+                    "the key of that secret is outside this token's orgs or workspaces",
+                ));
+            }
             let key = svc.revoke_leaked(&key.id, actor).await?;
             ok(json!({ "found": true, "id": key.id, "key": key_json(&key) }))
         }

@@ -83,7 +83,7 @@ pub async fn check_create(
             .store()
             .get_user(asked.org, owner)
             .await
-            .map_err(|e| AdminError::Service(crate::service::ServiceError::Store(e)))?;
+            .map_err(store_error)?;
         check_user(svc, ceiling, asked.org, owner, user.as_ref(), false)?;
     } else if asked.inherit {
         // Refused by the service too; here so that no path skips the ceiling.
@@ -92,6 +92,36 @@ pub async fn check_create(
         ));
     }
     Ok(())
+}
+
+/// Whether `token` may obtain a working secret of `key` (rotate it, reveal it): that is
+/// minting the key anew, so the rules of `check_create` apply to what the key is. Else a
+/// token with a ceiling could rotate the operator's editor key, or a workspace editor an
+/// inheriting key of the org owner in its workspace, and hold a key stronger than any it
+/// may create.
+pub async fn check_mint(
+    svc: &KeyService,
+    token: &AdminToken,
+    key: &KeyRecord,
+) -> Result<(), AdminError> {
+    check_key(token, key)?;
+    let Some(ceiling) = token.grantable_roles() else {
+        return Ok(());
+    };
+    check_roles(ceiling, &key.roles)?;
+    if let Some(owner) = &key.owner {
+        let user = svc
+            .store()
+            .get_user(&key.org, owner)
+            .await
+            .map_err(store_error)?;
+        check_user(svc, ceiling, &key.org, owner, user.as_ref(), false)?;
+    }
+    Ok(())
+}
+
+fn store_error(e: crate::store::StoreError) -> AdminError {
+    AdminError::Service(crate::service::ServiceError::Store(e))
 }
 
 /// Whether `token` may remove, restore or (with `new_roles`) set the roles of a user.
@@ -118,23 +148,16 @@ pub async fn check_user_op(
     let Some(ceiling) = token.grantable_roles() else {
         return Ok(());
     };
-    let record = svc
-        .store()
-        .get_user(org, user)
-        .await
-        .map_err(|e| AdminError::Service(crate::service::ServiceError::Store(e)))?;
-    match new_roles {
-        Some(roles) => {
-            check_roles(ceiling, roles)?;
-            // A user first given roles here is new to keygate; one already recorded must
-            // be within the ceiling before (no demoting the org owner) as after.
-            if record.as_ref().is_some_and(|u| !u.roles.is_empty()) {
-                check_user(svc, ceiling, org, user, record.as_ref(), true)?;
-            }
-            Ok(())
-        }
-        None => check_user(svc, ceiling, org, user, record.as_ref(), true),
+    let record = svc.store().get_user(org, user).await.map_err(store_error)?;
+    // The user must be recorded within the ceiling already, before (no demoting the org
+    // owner) as after. Recording a user's first roles is the operator's or an org owner's
+    // act: a name keygate does not know could be anyone's, and once recorded under the
+    // ceiling, personal keys acting as that person could be made.
+    check_user(svc, ceiling, org, user, record.as_ref(), true)?;
+    if let Some(roles) = new_roles {
+        check_roles(ceiling, roles)?;
     }
+    Ok(())
 }
 
 /// Whether `token` may suspend or restore an org: only the operator's (unlimited) token.
