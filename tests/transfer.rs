@@ -101,10 +101,12 @@ async fn an_export_is_checked_as_create_would_check_it() {
     // joined identity header, and the others are what `keys create` refuses.
     let to = TestGateway::start().await;
     let bad_user = r#"{"kind":"user","org":"acme","user":"bob eve","removed":false,"roles":[],"permissions":[]}"#;
-    let cases: [(&str, serde_json::Value); 4] = [
+    let cases: [(&str, serde_json::Value); 6] = [
         ("permissions", serde_json::json!(["models:read,admin:all"])),
         ("org", serde_json::json!("acme\r\nx-evil: 1")),
         ("workspaces", serde_json::json!(["a", "*"])),
+        ("owner", serde_json::json!("bob")),
+        ("roles", serde_json::json!([])),
         ("name", serde_json::json!("new\nline")),
     ];
     for (field, value) in cases {

@@ -128,6 +128,43 @@ fn check_workspaces(ws: &[String]) -> Result<(), ServiceError> {
     Ok(())
 }
 
+/// How type, owner, inheritance and roles fit together: a personal key has an owner and a
+/// service key none; an inheriting key is personal and takes no roles; any other key has
+/// at least one role. (Whether the owner has roles to inherit is the store's to say.)
+fn check_shape(
+    key_type: KeyType,
+    owner: Option<&str>,
+    inherit: bool,
+    roles: &[String],
+) -> Result<(), ServiceError> {
+    match (key_type, owner) {
+        (KeyType::Personal, None) => return Err(invalid("owner", "a personal key needs an owner")),
+        (KeyType::Service, Some(_)) => {
+            return Err(invalid(
+                "owner",
+                "a service key has no owner; use type personal",
+            ))
+        }
+        (_, Some(o)) => check_ident("owner", o)?,
+        _ => {}
+    }
+    match (inherit, roles.is_empty()) {
+        (true, false) => Err(invalid(
+            "roles",
+            "an inheriting key takes no roles: it follows its owner's",
+        )),
+        (true, true) if key_type != KeyType::Personal => Err(invalid(
+            "inherit",
+            "only a personal key can inherit its owner's permissions",
+        )),
+        (false, true) => Err(invalid(
+            "roles",
+            "give at least one role, or inherit for a personal key",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Key names travel in a header (`key-name`), so no control characters.
 fn check_name(name: &str) -> Result<(), ServiceError> {
     if name.trim().is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
@@ -296,32 +333,8 @@ impl KeyService {
         } else {
             KeyType::Service
         });
-        match (key_type, &req.owner) {
-            (KeyType::Personal, None) => {
-                return Err(invalid("owner", "a personal key needs an owner"))
-            }
-            (KeyType::Service, Some(_)) => {
-                return Err(invalid(
-                    "owner",
-                    "a service key has no owner; use type personal",
-                ))
-            }
-            (_, Some(o)) => check_ident("owner", o)?,
-            _ => {}
-        }
+        check_shape(key_type, req.owner.as_deref(), req.inherit, &req.roles)?;
         let (roles, permissions) = if req.inherit {
-            if !req.roles.is_empty() {
-                return Err(invalid(
-                    "roles",
-                    "an inheriting key takes no roles: it follows its owner's",
-                ));
-            }
-            if key_type != KeyType::Personal {
-                return Err(invalid(
-                    "inherit",
-                    "only a personal key can inherit its owner's permissions",
-                ));
-            }
             let owner = req.owner.as_deref().unwrap_or_default();
             match self.store.get_user(&req.org, owner).await? {
                 Some(u) if !u.roles.is_empty() => {}
@@ -334,12 +347,6 @@ impl KeyService {
             }
             (Vec::new(), Vec::new())
         } else {
-            if req.roles.is_empty() {
-                return Err(invalid(
-                    "roles",
-                    "give at least one role, or inherit for a personal key",
-                ));
-            }
             self.resolve_roles(&req.roles)?
         };
         let now = now_ms();
@@ -431,6 +438,14 @@ impl KeyService {
                 id: key.id.clone(),
                 source,
             })?;
+        // What opened must be this key's secret: a record whose sealed secret was copied
+        // from another key of the same id (an edited import) shows nothing.
+        if secret.hash() != key.hash {
+            return Err(ServiceError::Vault {
+                id: key.id.clone(),
+                source: crate::key::VaultError::Malformed,
+            });
+        }
         let event = Self::event("reveal", Some(&key.id), actor, json!({ "org": key.org }));
         self.store.save_keys(&[], &[event]).await?;
         Ok(secret)

@@ -3,7 +3,10 @@
 //! keeps working after the move because only `sha256(key)` was ever stored. A recoverable
 //! key's sealed secret travels as it is stored (encrypted under the vault key).
 
-use super::{check_ident, check_metadata, check_name, check_rate_limit, check_workspaces, invalid};
+use super::{
+    check_ident, check_metadata, check_name, check_rate_limit, check_shape, check_workspaces,
+    invalid,
+};
 use super::{KeyService, ServiceError};
 use crate::key::{KeyHash, SealedSecret};
 use crate::store::{
@@ -119,9 +122,7 @@ fn check_names(field: &'static str, names: &[String]) -> Result<(), ServiceError
 fn check_key(k: &ExportedKey) -> Result<(), ServiceError> {
     check_ident("org", &k.org)?;
     check_workspaces(&k.workspaces)?;
-    if let Some(o) = &k.owner {
-        check_ident("owner", o)?;
-    }
+    check_shape(k.key_type, k.owner.as_deref(), k.inherit, &k.roles)?;
     check_name(&k.name)?;
     check_names("roles", &k.roles)?;
     check_names("permissions", &k.permissions)?;
