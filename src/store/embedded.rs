@@ -307,10 +307,20 @@ fn save_org_tx(
     ])?;
     let now = now_ms();
     // Every answer for a key of the org embeds the org's state (keys_org_created serves
-    // the scan). A huge org makes more rows than a poll reads, and the gateway then drops
-    // its whole cache, which is what it would have to do anyway.
-    tx.prepare_cached("INSERT INTO changes (at, hash) SELECT ?1, hash FROM keys WHERE org = ?2")?
+    // the scan). An org with more keys than a poll reads gets one "drop everything" row
+    // instead: readers would drop their whole cache anyway, and the feed stays small (the
+    // Redis store does the same).
+    let keys: i64 = tx
+        .prepare_cached("SELECT count(*) FROM keys WHERE org = ?1")?
+        .query_row([&org.org], |row| row.get(0))?;
+    if usize::try_from(keys).map_or(true, |n| n > feed::MAX_CHANGE_BATCH) {
+        feed::publish(tx, now, None)?;
+    } else {
+        tx.prepare_cached(
+            "INSERT INTO changes (at, hash) SELECT ?1, hash FROM keys WHERE org = ?2",
+        )?
         .execute(params![now, org.org])?;
+    }
     append_audit(tx, event)?;
     feed::prune(tx, now)
 }
