@@ -309,31 +309,12 @@ async fn a_suspended_orgs_keys_are_judged_in_the_spec_order() {
 
 // ---- Redis: a fleet ----
 
-/// The test config with its `store:` line pointing at `url`.
-fn on_redis(yaml: String, url: &str) -> String {
-    let store = format!("store: {{ kind: redis, url: \"{url}\" }}");
-    assert!(
-        yaml.lines().any(|l| l.starts_with("store:")),
-        "no store line"
-    );
-    yaml.lines()
-        .map(|l| {
-            if l.starts_with("store:") {
-                store.as_str()
-            } else {
-                l
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suspension_reaches_every_gateway_of_a_fleet_and_so_does_the_restore() {
     let redis = RedisServer::start();
     let url = redis.url();
-    let gw1 = TestGateway::start_with(|y| on_redis(y, &url)).await;
-    let gw2 = TestGateway::start_with(|y| on_redis(y, &url)).await;
+    let gw1 = gateway_on_redis(&url).await;
+    let gw2 = gateway_on_redis(&url).await;
     let acme = viewer(&gw1, "acme");
     let globex = viewer(&gw2, "globex");
     let fleet = [&gw1, &gw2];

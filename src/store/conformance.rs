@@ -627,3 +627,33 @@ pub(crate) async fn save_org_publishes_every_key_of_the_org_and_lookup_sees_it(
         .expect("get")
         .is_some_and(|o| o.suspended));
 }
+
+/// An org with more keys than one feed batch (`batch`) is suspended with one "drop
+/// everything" change, not a change per key: readers would drop their whole cache for
+/// that many anyway, and the feed stays small.
+pub(crate) async fn suspending_an_org_larger_than_a_feed_batch_publishes_one_drop_everything(
+    store: &impl KeyStore,
+    batch: usize,
+) {
+    let many: Vec<KeyRecord> = (0..=batch)
+        .map(|i| key(&format!("key_{i:05}"), "big", &["*"], i as i64))
+        .collect();
+    for chunk in many.chunks(500) {
+        save(store, chunk).await;
+    }
+    let cursor = store.change_cursor().await.expect("cursor");
+    let big = crate::store::OrgRecord {
+        org: "big".to_owned(),
+        suspended: true,
+        version: 0,
+    };
+    store
+        .save_org(&big, &event("org_suspend", None))
+        .await
+        .expect("suspend");
+    assert_eq!(store.change_cursor().await.expect("cursor"), cursor + 1);
+    let changes = store.changes_since(cursor).await.expect("changes");
+    assert!(changes.evict_all && changes.evict.is_empty(), "{changes:?}");
+    let found = store.lookup(&many[batch].hash).await;
+    assert!(found.expect("lookup").expect("found").org_suspended);
+}

@@ -283,26 +283,11 @@ async fn a_huge_backlog_evicts_everything_in_one_batch() {
 async fn suspending_an_org_larger_than_a_feed_batch_publishes_one_drop_everything() {
     let dir = TempDir::new().expect("tempdir");
     let store = open(&dir);
-    let many: Vec<KeyRecord> = (0..=feed::MAX_CHANGE_BATCH)
-        .map(|i| key(&format!("key_{i:05}"), "big", &["*"], i as i64))
-        .collect();
-    save(&store, &many).await;
-    let cursor = store.change_cursor().await.expect("cursor");
-    let big = crate::store::OrgRecord {
-        org: "big".to_owned(),
-        suspended: true,
-        version: 0,
-    };
-    store
-        .save_org(&big, &event("org_suspend", None))
-        .await
-        .expect("suspend");
-    // A reader would drop its whole cache for that many rows anyway; one row says so.
-    assert_eq!(store.change_cursor().await.expect("cursor"), cursor + 1);
-    let batch = store.changes_since(cursor).await.expect("changes");
-    assert!(batch.evict_all && batch.evict.is_empty(), "{batch:?}");
-    let found = store.lookup(&many[feed::MAX_CHANGE_BATCH].hash).await;
-    assert!(found.expect("lookup").expect("found").org_suspended);
+    conformance::suspending_an_org_larger_than_a_feed_batch_publishes_one_drop_everything(
+        &store,
+        feed::MAX_CHANGE_BATCH,
+    )
+    .await;
 }
 
 #[tokio::test]

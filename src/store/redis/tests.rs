@@ -222,28 +222,11 @@ async fn save_org_publishes_every_key_of_the_org_and_lookup_sees_it() {
 async fn suspending_an_org_larger_than_a_feed_batch_publishes_one_drop_everything() {
     let server = Server::start();
     let store = server.store();
-    let many: Vec<KeyRecord> = (0..=MAX_CHANGE_BATCH)
-        .map(|i| key(&format!("key_{i:05}"), "big", &["*"], i as i64))
-        .collect();
-    for chunk in many.chunks(500) {
-        save(&store, chunk).await;
-    }
-    let cursor = store.change_cursor().await.expect("cursor");
-    let big = OrgRecord {
-        org: "big".to_owned(),
-        suspended: true,
-        version: 0,
-    };
-    store
-        .save_org(&big, &event("org_suspend", None))
-        .await
-        .expect("suspend");
-    // A reader would drop its whole cache for that many events anyway; one says so.
-    assert_eq!(store.change_cursor().await.expect("cursor"), cursor + 1);
-    let batch = store.changes_since(cursor).await.expect("changes");
-    assert!(batch.evict_all && batch.evict.is_empty(), "{batch:?}");
-    let found = store.lookup(&many[MAX_CHANGE_BATCH].hash).await;
-    assert!(found.expect("lookup").expect("found").org_suspended);
+    conformance::suspending_an_org_larger_than_a_feed_batch_publishes_one_drop_everything(
+        &store,
+        MAX_CHANGE_BATCH,
+    )
+    .await;
 }
 
 #[tokio::test]
