@@ -11,8 +11,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use keygate::app::App;
 use keygate::config::Config;
-use keygate::gateway::Gateway;
 use keygate::key::KeyFormat;
 use keygate::service::{KeyService, NewKey};
 use std::net::SocketAddr;
@@ -112,21 +112,15 @@ routes: [ {{ path: /, upstream: echo }} ]
     let config = Config::from_yaml(&yaml, &|_| None).expect("bench config");
     let mut gateways = Vec::new();
     for _ in 0..3 {
-        let store = keygate::store::open(&config.store)
+        let running = App::build(config.clone())
             .await
-            .expect("redis store");
-        let gw = Arc::new(Gateway::new(
-            &config,
-            store,
-            Arc::new(keygate::metrics::Metrics::new()),
-        ));
-        gw.start_background(&config).await;
-        let running = keygate::server::start(&config, gw.clone())
+            .expect("redis store")
+            .start()
             .await
             .expect("serve");
-        gateways.push((gw, running));
+        gateways.push(running);
     }
-    let addrs: Vec<SocketAddr> = gateways.iter().map(|(_, r)| r.addr).collect();
+    let addrs: Vec<SocketAddr> = gateways.iter().map(|r| r.addr()).collect();
     let cli_store = keygate::store::open(&config.store)
         .await
         .expect("redis store");
@@ -182,7 +176,7 @@ routes: [ {{ path: /, upstream: echo }} ]
     );
 
     // Load shielding on gateway 0.
-    let (gw0, _) = &gateways[0];
+    let gw0 = &gateways[0].app().gateway;
     let fmt = KeyFormat::new("kg");
     let unknown: Vec<String> = (0..10_000)
         .map(|_| fmt.generate().expose().to_owned())
@@ -231,7 +225,7 @@ routes: [ {{ path: /, upstream: echo }} ]
         (after - before) as f64 / n as f64,
         n as f64 / took.as_secs_f64()
     );
-    for (_, running) in gateways {
-        running.shutdown(Duration::from_secs(1)).await;
+    for running in gateways {
+        running.shutdown_draining(Duration::from_secs(1)).await;
     }
 }

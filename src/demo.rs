@@ -3,7 +3,6 @@
 //! are visible), the demo config, a demo key and the curl lines to try.
 
 use crate::config::Config;
-use crate::gateway::Gateway;
 use crate::service::{KeyService, NewKey};
 use bytes::Bytes;
 use http::{Request, Response};
@@ -15,7 +14,6 @@ use hyper_util::server::conn::auto;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use tokio::net::TcpListener;
 
 const DEMO_TEMPLATE: &str = include_str!("../config/demo.yaml");
@@ -114,9 +112,10 @@ pub async fn run(args: crate::cli::DemoArgs) -> Result<(), Box<dyn std::error::E
     let config_path = args.dir.join("keygate.yaml");
     std::fs::write(&config_path, rendered)?;
 
-    let store = crate::store::open(&config.store).await?;
+    let app = crate::app::App::build(config).await?;
+    let config = app.config().clone();
     let svc = KeyService::new(
-        store.clone(),
+        app.store.clone(),
         config.roles.clone(),
         crate::key::KeyFormat::new(&config.keys.prefix),
         config.keys.vault.clone(),
@@ -134,19 +133,9 @@ pub async fn run(args: crate::cli::DemoArgs) -> Result<(), Box<dyn std::error::E
         )
         .await?;
 
-    let metrics = Arc::new(crate::metrics::Metrics::new());
-    let gateway = Arc::new(Gateway::new(&config, store.clone(), metrics.clone()));
-    gateway.start_background(&config).await;
-    let admin = Arc::new(crate::admin::Admin::new(
-        &config,
-        store,
-        metrics,
-        Some(gateway.cache().clone()),
-    ));
-    let admin_running = crate::admin::start(&config, admin).await?;
-    let running = crate::server::start(&config, gateway).await?;
-    let admin_base = format!("http://{}", admin_running.addr);
-    let base = format!("http://{}", running.addr);
+    let running = app.start().await?;
+    let admin_base = format!("http://{}", running.admin_addr());
+    let base = format!("http://{}", running.addr());
     let key = viewer_secret.expose();
     let exe = std::env::args().next().unwrap_or_else(|| "keygate".into());
     let cfg = config_path.display();
@@ -187,9 +176,6 @@ Ctrl-C stops the demo."#,
         id = viewer.id,
     );
     crate::shutdown_signal().await;
-    tokio::join!(
-        running.shutdown(config.server.drain_timeout),
-        admin_running.shutdown(config.server.drain_timeout)
-    );
+    running.shutdown().await;
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! (and the admin API) share.
 
 pub mod admin;
+pub mod app;
 pub mod auth;
 pub mod cache;
 pub mod cli;

@@ -4,7 +4,6 @@ use clap::Parser;
 use keygate::cli::{Cli, Command};
 use keygate::config::{Config, LogFormat};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 /// Exit status for a config that does not validate (sysexits' EX_CONFIG) when serving;
 /// `check-config` answers 1, as a yes/no check.
@@ -139,53 +138,10 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config, path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
-    let store = keygate::store::open(&config.store).await?;
-    let metrics = Arc::new(keygate::metrics::Metrics::new());
-    let gateway = Arc::new(keygate::gateway::Gateway::new(
-        &config,
-        store.clone(),
-        metrics.clone(),
-    ));
-    gateway.start_background(&config).await;
-    let admin = Arc::new(keygate::admin::Admin::new(
-        &config,
-        store,
-        metrics,
-        Some(gateway.cache().clone()),
-    ));
-    let admin_running = keygate::admin::start(&config, admin.clone()).await?;
-    let running = keygate::server::start(&config, gateway.clone()).await?;
-    tracing::info!(admin = %admin_running.addr, "admin API serving");
-    tracing::info!(listen = %running.addr, tls = config.tls.is_some(), routes = config.routes.len(), "keygate serving");
-    let shutdown = keygate::shutdown_signal();
-    tokio::pin!(shutdown);
-    let mut reloads = keygate::reload_signal();
-    let mut current = config.clone();
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            Some(()) = reloads.recv() => {
-                // A bad new file is refused whole and the running config stays.
-                match Config::load(path) {
-                    Ok(new) => match gateway.reload(&current, &new) {
-                        Ok(()) => {
-                            admin.reload(&new);
-                            tracing::info!(routes = new.routes.len(), upstreams = new.upstreams.len(), "config reloaded");
-                            current = new;
-                        }
-                        Err(e) => tracing::error!(error = %e, "reload refused; keeping the running config"),
-                    },
-                    Err(e) => tracing::error!(error = %e, "reload refused; keeping the running config"),
-                }
-            }
-        }
-    }
-    tracing::info!(drain = ?config.server.drain_timeout, "shutting down; draining in-flight requests");
-    tokio::join!(
-        running.shutdown(config.server.drain_timeout),
-        admin_running.shutdown(config.server.drain_timeout)
-    );
-    // Write the last uses before exit so a restart loses none.
-    gateway.cache().flush_once().await;
+    let running = keygate::app::App::build(config).await?.start().await?;
+    tracing::info!(admin = %running.admin_addr(), "admin API serving");
+    let c = running.config();
+    tracing::info!(listen = %running.addr(), tls = c.tls.is_some(), routes = c.routes.len(), "keygate serving");
+    running.run_until_signalled(path).await;
     Ok(())
 }

@@ -146,3 +146,42 @@ async fn sighup_swaps_routes_and_refuses_a_bad_file() {
     .expect("join");
     assert!(status.success(), "exit status {status:?}");
 }
+
+/// The same reload in-process (`RunningApp::reload`, what SIGHUP calls): routes and roles
+/// swap, a file that changes what needs a restart or does not validate is refused whole,
+/// and the running config stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_process_reload_swaps_routes_and_refuses_what_needs_a_restart() {
+    let mut gw = TestGateway::start().await;
+    let db = gw.dir.path().join("keygate.db");
+    let base = base_yaml(gw.upstream.addr, &db);
+    assert_eq!(get(&gw.url("/extra/x"), &[]).await.code(), "no_route");
+
+    let with_extra = base.replacen(
+        "routes:\n",
+        "routes:\n  - { path: /extra, upstream: api, auth: none }\n",
+        1,
+    );
+    gw.reload(&with_extra).expect("reload");
+    assert_eq!(get(&gw.url("/extra/x"), &[]).await.status, 200);
+    assert_eq!(
+        gw.config.routes.len(),
+        11,
+        "the config in force is the new one"
+    );
+
+    // What needs a restart: refused whole, nothing of the file taken.
+    let moved = with_extra
+        .replacen("listen: 127.0.0.1:0", "listen: 127.0.0.1:1", 1)
+        .replacen("  - { path: /extra, upstream: api, auth: none }\n", "", 1);
+    let err = gw.reload(&moved).expect_err("listen needs a restart");
+    assert!(err.to_string().contains("listen"), "{err}");
+    assert_eq!(get(&gw.url("/extra/x"), &[]).await.status, 200);
+
+    // A file that does not validate: refused, naming the field.
+    let bad = with_extra.replacen("upstream: api, auth: none }", "upstream: nowhere }", 1);
+    let err = gw.reload(&bad).expect_err("unknown upstream");
+    assert!(err.to_string().contains("nowhere"), "{err}");
+    assert_eq!(get(&gw.url("/extra/x"), &[]).await.status, 200);
+    gw.stop().await;
+}

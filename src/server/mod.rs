@@ -2,8 +2,7 @@
 //! ALPN) through hyper-util's auto builder, header-read timeout for slow clients, a cap
 //! on request head size (431 beyond it), and a graceful drain on shutdown.
 
-use crate::config::{Config, ServerConfig, TlsConfig};
-use crate::gateway::Gateway;
+use crate::config::{ServerConfig, TlsConfig};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -130,15 +129,6 @@ pub fn http_builder(s: &ServerConfig) -> auto::Builder<TokioExecutor> {
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
     b
-}
-
-/// Binds `config.listen` and serves the gateway until `shutdown` is called.
-pub async fn start(config: &Config, gateway: Arc<Gateway>) -> Result<Running, ServeError> {
-    let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
-    // The handler's future is the service's future, with no async block around it: it
-    // is moved several times per request, and each wrapper would add its size again.
-    let handler = move |req, peer| gateway.clone().handle(req, peer);
-    serve(config.listen, tls, &config.server, handler).await
 }
 
 /// Binds `addr` and serves `handler` on every connection (HTTP/1.1 and h2, TLS when

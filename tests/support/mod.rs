@@ -9,9 +9,9 @@ use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use keygate::app::{App, RunningApp};
 use keygate::config::Config;
 use keygate::gateway::Gateway;
-use keygate::server::Running;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -164,11 +164,10 @@ pub struct TestGateway {
     pub config_path: PathBuf,
     pub config: Config,
     pub gateway: Arc<Gateway>,
-    running: Option<Running>,
+    running: Option<RunningApp>,
     pub upstream: Upstream,
     /// The admin API of this gateway (same store, same metrics).
     pub admin_addr: SocketAddr,
-    admin_running: Option<Running>,
     /// Environment variables of this gateway (`KEYGATE_VAULT_KEY`): read by its config
     /// in-process and given to every CLI child, never set on the test process, whose
     /// threads run other tests.
@@ -203,32 +202,19 @@ impl TestGateway {
         std::fs::write(&config_path, &yaml).expect("write config");
         let config =
             Config::load_with_env(&config_path, &env_lookup(&env)).expect("test config is valid");
-        let store = keygate::store::open(&config.store)
+        let running = App::build(config.clone())
             .await
-            .expect("open store");
-        let metrics = Arc::new(keygate::metrics::Metrics::new());
-        let gateway = Arc::new(Gateway::new(&config, store.clone(), metrics.clone()));
-        gateway.start_background(&config).await;
-        let running = keygate::server::start(&config, gateway.clone())
+            .expect("open store")
+            .start()
             .await
-            .expect("start gateway");
-        let admin = Arc::new(keygate::admin::Admin::new(
-            &config,
-            store,
-            metrics,
-            Some(gateway.cache().clone()),
-        ));
-        let admin_running = keygate::admin::start(&config, admin)
-            .await
-            .expect("start admin API");
+            .expect("start gateway and admin API");
         TestGateway {
-            admin_addr: admin_running.addr,
-            admin_running: Some(admin_running),
-            addr: running.addr,
+            admin_addr: running.admin_addr(),
+            addr: running.addr(),
+            gateway: running.app().gateway.clone(),
             dir,
             config_path,
             config,
-            gateway,
             running: Some(running),
             upstream,
             env,
@@ -266,11 +252,18 @@ impl TestGateway {
 
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
-            r.shutdown(Duration::from_secs(2)).await;
+            r.shutdown_draining(Duration::from_secs(2)).await;
         }
-        if let Some(r) = self.admin_running.take() {
-            r.shutdown(Duration::from_secs(2)).await;
-        }
+    }
+
+    /// Reloads this gateway in-process from `yaml` (as SIGHUP does from its file).
+    pub fn reload(&mut self, yaml: &str) -> Result<(), keygate::gateway::ReloadError> {
+        let running = self.running.as_mut().expect("a running gateway");
+        let new = Config::from_yaml(yaml, &env_lookup(&self.env))
+            .map_err(keygate::gateway::ReloadError::from)?;
+        running.reload(new)?;
+        self.config = running.config().clone();
+        Ok(())
     }
 }
 
