@@ -6,9 +6,10 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, HeaderValue};
-use keygate::auth::{extract_credential, Authenticator, IdentityNames, Principal};
+use keygate::auth::{extract_credential, Authenticator, Principal};
 use keygate::cache::{CacheSettings, KeyCache};
 use keygate::config::Config;
+use keygate::identity::IdentityNames;
 use keygate::key::{KeyFormat, KeyHash};
 use keygate::proxy::headers;
 use keygate::route::{normalize_path, Router};

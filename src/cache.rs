@@ -27,7 +27,7 @@ use std::time::Duration;
 #[derive(Debug)]
 pub struct CachedKey {
     pub facts: KeyFacts,
-    pub identity: crate::auth::Identity,
+    pub identity: crate::identity::Identity,
     /// Last time this key admitted a request (unix ms), not yet necessarily flushed.
     last_used: AtomicI64,
     flushed: AtomicI64,
@@ -467,7 +467,7 @@ impl CachedKey {
     pub fn new(lookup: Lookup) -> Self {
         CachedKey {
             facts: KeyFacts::of(&lookup),
-            identity: crate::auth::Identity::of(&lookup),
+            identity: crate::identity::Identity::of(&lookup),
             last_used: AtomicI64::new(0),
             flushed: AtomicI64::new(0),
         }

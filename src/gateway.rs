@@ -5,12 +5,11 @@
 //! with `?`. Authentication reads the request as the client sent it; the rewrite then
 //! removes hop-by-hop headers, spoofed identity and the credential before adding ours.
 
-use crate::auth::{
-    bearer, extract_credential, param_name_is, AuthError, Authenticator, IdentityNames,
-};
+use crate::auth::{bearer, extract_credential, param_name_is, AuthError, Authenticator};
 use crate::cache::{CacheSettings, KeyCache};
 use crate::config::Config;
 use crate::error::GatewayError;
+use crate::identity::IdentityNames;
 use crate::metrics::{Metrics, RouteCounters};
 use crate::proxy::pool::PooledBody;
 use crate::proxy::Upstream;

@@ -15,6 +15,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod gateway;
+pub mod identity;
 pub mod key;
 pub mod metrics;
 pub mod proxy;

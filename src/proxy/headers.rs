@@ -2,7 +2,8 @@
 //! redaction and injection, forwarding headers and the request id. Header names are
 //! consts here, in one place.
 
-use crate::auth::{IdentityNames, Principal};
+use crate::auth::Principal;
+use crate::identity::IdentityNames;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::fmt::Write as _;
