@@ -230,7 +230,7 @@ impl Authenticator {
                     .check_checksum(shaped)
                     .map_err(AuthError::MalformedKey)?;
                 self.cache
-                    .load(&hash)
+                    .load(&hash, now_ms)
                     .await
                     .map_err(AuthError::StoreUnavailable)?
             }

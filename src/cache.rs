@@ -221,7 +221,7 @@ impl KeyCache {
     ) -> Result<Option<Arc<CachedKey>>, LookupError> {
         match self.fresh(hash, now_ms).await {
             Some(answer) => Ok(answer),
-            None => self.load(hash).await,
+            None => self.load(hash, now_ms).await,
         }
     }
 
@@ -237,15 +237,25 @@ impl KeyCache {
         }
     }
 
-    /// The store's answer, after `fresh` had none (see `get`).
-    pub async fn load(&self, hash: &KeyHash) -> Result<Option<Arc<CachedKey>>, LookupError> {
+    /// The store's answer, after `fresh` had none (see `get`). `now_ms` is the request's
+    /// clock; the refresh reads the clock again after waiting for its turn and takes the
+    /// later of the two (so tests can step time forward instead of sleeping).
+    pub async fn load(
+        &self,
+        hash: &KeyHash,
+        now_ms: i64,
+    ) -> Result<Option<Arc<CachedKey>>, LookupError> {
         self.metrics.cache_misses.inc();
         // Boxed: the miss path's future is large, and inline it would be moved with every
         // request's future, hit or miss.
-        Box::pin(self.refresh(*hash)).await
+        Box::pin(self.refresh(*hash, now_ms)).await
     }
 
-    async fn refresh(&self, hash: KeyHash) -> Result<Option<Arc<CachedKey>>, LookupError> {
+    async fn refresh(
+        &self,
+        hash: KeyHash,
+        now: i64,
+    ) -> Result<Option<Arc<CachedKey>>, LookupError> {
         // Read before the lookup: if an eviction lands while we read the store, what we
         // read may predate the change and must not stay cached (checked after the insert,
         // which moka makes only once our closure has finished).
@@ -254,7 +264,9 @@ impl KeyCache {
             .cache
             .entry(hash)
             .and_try_compute_with(|current| async move {
-                let now = crate::store::coarse_now_ms();
+                // Read after the wait: an answer another caller just stored must count as
+                // fresh, not as confirmed in this request's future.
+                let now = now.max(crate::store::coarse_now_ms());
                 let current = current.map(|c| c.into_value());
                 if let Some(c) = &current {
                     if self.limits.is_fresh(c, now) {

@@ -1,6 +1,9 @@
 //! The cache over a store that fails on demand (the real embedded store behind a switch):
 //! stale answers within `stale_if_error`, one retry per second while the store is down,
 //! errors (503 at the gateway) for keys it never confirmed, recovery when it is back.
+//!
+//! Time is injected: the cache judges freshness by the `now_ms` each call passes (the
+//! request's clock), so the tests step it past a TTL or a retry pause instead of sleeping.
 use async_trait::async_trait;
 use keygate::cache::{CacheSettings, KeyCache};
 use keygate::key::{KeyFormat, KeyHash};
@@ -81,6 +84,11 @@ impl KeyStore for Switchable {
     }
 }
 
+/// A duration in the cache's unit, ms.
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).expect("a short duration")
+}
+
 async fn setup(
     ttl: Duration,
     stale: Duration,
@@ -123,19 +131,21 @@ async fn stale_answers_serve_while_the_store_is_down_then_recover() {
     let ttl = Duration::from_millis(50);
     let (_dir, store, cache, secret) = setup(ttl, Duration::from_secs(60)).await;
     let known = KeyHash::of(secret.as_bytes());
-    assert!(cache.get(&known, now_ms()).await.expect("up").is_some());
+    let t0 = now_ms();
+    assert!(cache.get(&known, t0).await.expect("up").is_some());
     assert_eq!(cache.lookups(), 1);
 
     store.down.store(true, Ordering::SeqCst);
-    tokio::time::sleep(ttl * 2).await; // past the TTL: the next get refreshes
+    let past_ttl = t0 + ms(ttl * 2); // the next get refreshes
     let stale = cache
-        .get(&known, now_ms())
+        .get(&known, past_ttl)
         .await
         .expect("stale answer while down");
     assert!(stale.is_some());
     assert_eq!(cache.lookups(), 2, "one failed refresh");
-    for _ in 0..50 {
-        assert!(cache.get(&known, now_ms()).await.expect("stale").is_some());
+    for i in 0..50 {
+        let t = past_ttl + i * 10; // within the retry pause
+        assert!(cache.get(&known, t).await.expect("stale").is_some());
     }
     assert_eq!(
         cache.lookups(),
@@ -145,17 +155,17 @@ async fn stale_answers_serve_while_the_store_is_down_then_recover() {
 
     // A key the store never confirmed: an error (503 store_unavailable at the gateway).
     let unknown = KeyHash::of(KeyFormat::new("kg").generate().expose().as_bytes());
-    assert!(cache.get(&unknown, now_ms()).await.is_err());
+    assert!(cache.get(&unknown, past_ttl).await.is_err());
 
     store.down.store(false, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(1100)).await; // past the retry pause
+    let past_retry = past_ttl + 1_100; // past the one-second retry pause
     assert!(cache
-        .get(&known, now_ms())
+        .get(&known, past_retry)
         .await
         .expect("recovered")
         .is_some());
     assert!(cache
-        .get(&unknown, now_ms())
+        .get(&unknown, past_retry)
         .await
         .expect("recovered")
         .is_none());
@@ -167,11 +177,11 @@ async fn stale_answers_end_after_stale_if_error() {
     let stale = Duration::from_millis(100);
     let (_dir, store, cache, secret) = setup(ttl, stale).await;
     let known = KeyHash::of(secret.as_bytes());
-    assert!(cache.get(&known, now_ms()).await.expect("up").is_some());
+    let t0 = now_ms();
+    assert!(cache.get(&known, t0).await.expect("up").is_some());
     store.down.store(true, Ordering::SeqCst);
-    tokio::time::sleep(stale * 2).await;
     assert!(
-        cache.get(&known, now_ms()).await.is_err(),
+        cache.get(&known, t0 + ms(stale * 2)).await.is_err(),
         "past stale_if_error the key is no longer vouched for"
     );
 }
