@@ -5,7 +5,7 @@
 //! presented here is refused outright (a key can never manage keys). Lifecycle rules are
 //! `service`'s, shared with the CLI; this module parses, checks scope and answers.
 
-mod handlers;
+mod api;
 pub mod routes;
 pub mod scope;
 
@@ -210,7 +210,7 @@ impl Admin {
             user: param("user")?,
         };
         let key_id = crate::key::is_key_id(&params.id).then(|| params.id.clone());
-        let result = handlers::run(&state.service, op, token, params, req).await;
+        let result = api::run(&state.service, op, token, params, req).await;
         if let Err(AdminError::OutsideTokenScope { reason }) = &result {
             // A limited token reaching beyond its scope is worth knowing about: who, what,
             // why not. The refusal stands whether or not the event could be written.
