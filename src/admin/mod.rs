@@ -2,25 +2,27 @@
 //! the proxy: key lifecycle over HTTP with admin tokens, audit, health and metrics.
 //!
 //! Tokens are configured by sha256 and compared by hash in constant time; an API key
-//! presented here is refused outright (a key can never manage keys). Lifecycle rules are
-//! `service`'s, shared with the CLI; this module parses, checks scope and answers.
+//! presented here is refused outright (a key can never manage keys): see `tokens`.
+//! Lifecycle rules are `service`'s, shared with the CLI; this module parses, checks scope
+//! and answers.
 
 mod api;
 pub mod routes;
 pub mod scope;
+mod tokens;
 
 use crate::auth::{percent_decode, CredentialSources};
 use crate::cache::KeyCache;
 use crate::config::{AdminToken, Config};
 use crate::error::AdminError;
-use crate::key::{KeyFormat, KeyHash};
+use crate::key::KeyFormat;
 use crate::metrics::Metrics;
 use crate::server::{Running, ServeError};
 use crate::service::KeyService;
 use crate::store::KeyStore;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -88,64 +90,6 @@ impl Admin {
             .store(Arc::new(Self::state(config, &self.store, &self.format)));
     }
 
-    /// Whether `s` is a well-formed API key (prefix, length, charset, checksum).
-    fn is_api_key(&self, s: &[u8]) -> bool {
-        std::str::from_utf8(s).is_ok_and(|s| self.format.check(s).is_ok())
-    }
-
-    /// Whether the request presents an API key wherever the proxy would read one: as
-    /// the bearer, in the key header or in the key query parameter.
-    fn presents_api_key(&self, state: &AdminState, req: &Request<Incoming>) -> bool {
-        let headers = req.headers();
-        let sources = &state.key_sources;
-        let in_bearer = headers
-            .get_all(AUTHORIZATION)
-            .iter()
-            .filter_map(crate::auth::bearer)
-            .any(|k| self.is_api_key(k));
-        let in_header = sources.header.as_ref().is_some_and(|h| {
-            crate::auth::key_header_values(headers, h)
-                .any(|v| self.is_api_key(v.as_bytes().trim_ascii()))
-        });
-        let in_query = match (&sources.query_param, req.uri().query()) {
-            (Some(param), Some(q)) => q.split('&').any(|pair| {
-                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                crate::auth::param_name_is(k, param)
-                    && percent_decode(v).is_some_and(|v| self.is_api_key(v.as_bytes()))
-            }),
-            _ => false,
-        };
-        in_bearer || in_header || in_query
-    }
-
-    /// Which configured token the request carries. An API key is refused with 403 before
-    /// any token comparison, so a leaked key can never reach key management.
-    fn token<'s>(
-        &self,
-        state: &'s AdminState,
-        req: &Request<Incoming>,
-    ) -> Result<&'s AdminToken, AdminError> {
-        if self.presents_api_key(state, req) {
-            return Err(AdminError::ApiKeyNotAllowed);
-        }
-        let mut values = req.headers().get_all(AUTHORIZATION).iter();
-        let value = match (values.next(), values.next()) {
-            (Some(v), None) => v,
-            _ => return Err(AdminError::Unauthorized),
-        };
-        let presented = crate::auth::bearer(value).ok_or(AdminError::Unauthorized)?;
-        let hash = KeyHash::of(presented);
-        // Every token is compared, each in constant time: no early exit tells which
-        // bytes of which token matched.
-        let mut found = None;
-        for t in &state.tokens {
-            if constant_time_eq(&t.sha256, &hash.0) {
-                found = Some(t);
-            }
-        }
-        found.ok_or(AdminError::Unauthorized)
-    }
-
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
@@ -189,7 +133,7 @@ impl Admin {
             return self.public(op).await;
         }
         let state = self.state.load_full();
-        let token = self.token(&state, &req)?;
+        let token = tokens::token(&state, &self.format, &req)?;
         // Segments arrive percent-encoded (`bob%40example.com`, as browsers and most
         // clients encode `@`); the store knows the decoded names.
         let param = |name: &str| -> Result<String, AdminError> {
@@ -271,10 +215,6 @@ pub struct ParamValues {
     pub id: String,
     pub org: String,
     pub user: String,
-}
-
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 pub fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
@@ -360,14 +300,5 @@ mod tests {
             loggable_path("y", &format!("/v1/keys/{id}")),
             format!("/v1/keys/{id}")
         );
-    }
-
-    #[test]
-    fn constant_time_compare() {
-        let a = [7u8; 32];
-        let mut b = a;
-        assert!(constant_time_eq(&a, &b));
-        b[31] ^= 1;
-        assert!(!constant_time_eq(&a, &b));
     }
 }
