@@ -1,29 +1,38 @@
 //! The admin API (SPEC §5) on its own listener (127.0.0.1:8081 by default), apart from
 //! the proxy: key lifecycle over HTTP with admin tokens, audit, health and metrics.
 //!
-//! Tokens are configured by sha256 and compared by hash in constant time; an API key
-//! presented here is refused outright (a key can never manage keys). Lifecycle rules are
-//! `service`'s, shared with the CLI; this module parses, checks scope and answers.
+//! A request is routed (`routes`) and, if public, answered without a token (`public`);
+//! otherwise its token is found (`tokens`: an API key is refused outright, a key can never
+//! manage keys), its path parameters decoded (`paths`) and its operation run (`api`, one
+//! file per resource, scope rules in `scope`). Lifecycle rules are `service`'s, shared
+//! with the CLI. This file holds the order of those steps and the one place where an
+//! error becomes the answer and a log line, and where a refusal by scope is audited.
 
-mod handlers;
+mod api;
+mod paths;
+mod public;
 pub mod routes;
 pub mod scope;
+mod tokens;
 
-use crate::auth::{percent_decode, CredentialSources};
+pub use paths::ParamValues;
+
+use crate::auth::CredentialSources;
 use crate::cache::KeyCache;
 use crate::config::{AdminToken, Config};
 use crate::error::AdminError;
-use crate::key::{KeyFormat, KeyHash};
+use crate::key::KeyFormat;
 use crate::metrics::Metrics;
 use crate::server::{Running, ServeError};
 use crate::service::KeyService;
 use crate::store::KeyStore;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
+use paths::loggable_path;
 use routes::{Found, Op};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -88,64 +97,6 @@ impl Admin {
             .store(Arc::new(Self::state(config, &self.store, &self.format)));
     }
 
-    /// Whether `s` is a well-formed API key (prefix, length, charset, checksum).
-    fn is_api_key(&self, s: &[u8]) -> bool {
-        std::str::from_utf8(s).is_ok_and(|s| self.format.check(s).is_ok())
-    }
-
-    /// Whether the request presents an API key wherever the proxy would read one: as
-    /// the bearer, in the key header or in the key query parameter.
-    fn presents_api_key(&self, state: &AdminState, req: &Request<Incoming>) -> bool {
-        let headers = req.headers();
-        let sources = &state.key_sources;
-        let in_bearer = headers
-            .get_all(AUTHORIZATION)
-            .iter()
-            .filter_map(crate::auth::bearer)
-            .any(|k| self.is_api_key(k));
-        let in_header = sources.header.as_ref().is_some_and(|h| {
-            crate::auth::key_header_values(headers, h)
-                .any(|v| self.is_api_key(v.as_bytes().trim_ascii()))
-        });
-        let in_query = match (&sources.query_param, req.uri().query()) {
-            (Some(param), Some(q)) => q.split('&').any(|pair| {
-                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                crate::auth::param_name_is(k, param)
-                    && percent_decode(v).is_some_and(|v| self.is_api_key(v.as_bytes()))
-            }),
-            _ => false,
-        };
-        in_bearer || in_header || in_query
-    }
-
-    /// Which configured token the request carries. An API key is refused with 403 before
-    /// any token comparison, so a leaked key can never reach key management.
-    fn token<'s>(
-        &self,
-        state: &'s AdminState,
-        req: &Request<Incoming>,
-    ) -> Result<&'s AdminToken, AdminError> {
-        if self.presents_api_key(state, req) {
-            return Err(AdminError::ApiKeyNotAllowed);
-        }
-        let mut values = req.headers().get_all(AUTHORIZATION).iter();
-        let value = match (values.next(), values.next()) {
-            (Some(v), None) => v,
-            _ => return Err(AdminError::Unauthorized),
-        };
-        let presented = crate::auth::bearer(value).ok_or(AdminError::Unauthorized)?;
-        let hash = KeyHash::of(presented);
-        // Every token is compared, each in constant time: no early exit tells which
-        // bytes of which token matched.
-        let mut found = None;
-        for t in &state.tokens {
-            if constant_time_eq(&t.sha256, &hash.0) {
-                found = Some(t);
-            }
-        }
-        found.ok_or(AdminError::Unauthorized)
-    }
-
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
@@ -186,31 +137,13 @@ impl Admin {
             Found::NotFound => return Err(AdminError::NoSuchEndpoint),
         };
         if op.is_public() {
-            return self.public(op).await;
+            return Ok(self.public(op).await);
         }
         let state = self.state.load_full();
-        let token = self.token(&state, &req)?;
-        // Segments arrive percent-encoded (`bob%40example.com`, as browsers and most
-        // clients encode `@`); the store knows the decoded names.
-        let param = |name: &str| -> Result<String, AdminError> {
-            let raw = params
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map_or("", |(_, v)| *v);
-            decode_path_segment(raw).ok_or_else(|| {
-                AdminError::invalid(
-                    "path",
-                    format!("`{name}` is not valid percent-encoded UTF-8"),
-                )
-            })
-        };
-        let params = ParamValues {
-            id: param("id")?,
-            org: param("org")?,
-            user: param("user")?,
-        };
+        let token = tokens::token(&state, &self.format, &req)?;
+        let params = ParamValues::decode(&params)?;
         let key_id = crate::key::is_key_id(&params.id).then(|| params.id.clone());
-        let result = handlers::run(&state.service, op, token, params, req).await;
+        let result = api::run(&state.service, op, token, params, req).await;
         if let Err(AdminError::OutsideTokenScope { reason }) = &result {
             // A limited token reaching beyond its scope is worth knowing about: who, what,
             // why not. The refusal stands whether or not the event could be written.
@@ -230,51 +163,15 @@ impl Admin {
         result
     }
 
-    async fn public(&self, op: Op) -> Result<Response<Full<Bytes>>, AdminError> {
+    /// Health, readiness and metrics: no token, no state.
+    async fn public(&self, op: Op) -> Response<Full<Bytes>> {
         match op {
-            Op::Healthz => Ok(json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))),
-            Op::Readyz => match self.store.ping().await {
-                Ok(()) => Ok(json(
-                    StatusCode::OK,
-                    &serde_json::json!({ "status": "ready" }),
-                )),
-                Err(e) => {
-                    self.metrics.store_errors.inc();
-                    tracing::warn!(error = %e, "store not reachable");
-                    Ok(json(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        &serde_json::json!({ "status": "not ready", "reason": "key store unreachable" }),
-                    ))
-                }
-            },
-            _ => {
-                if let Some(c) = &self.cache {
-                    self.metrics
-                        .cache_keys
-                        .set(i64::try_from(c.entry_count().await).unwrap_or(i64::MAX));
-                }
-                let mut resp = Response::new(Full::new(Bytes::from(self.metrics.encode())));
-                resp.headers_mut().insert(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static(
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    ),
-                );
-                Ok(resp)
-            }
+            Op::Healthz => public::healthz(),
+            Op::Readyz => public::readyz(self.store.as_ref(), &self.metrics).await,
+            // Only public operations reach here (`Op::is_public`): the rest is `/metrics`.
+            _ => public::metrics(&self.metrics, self.cache.as_deref()).await,
         }
     }
-}
-
-/// Path parameters by name (empty when the route has none).
-pub struct ParamValues {
-    pub id: String,
-    pub org: String,
-    pub user: String,
-}
-
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 pub fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
@@ -292,82 +189,4 @@ pub async fn start(config: &Config, admin: Arc<Admin>) -> Result<Running, ServeE
         async move { Ok::<_, std::convert::Infallible>(admin.handle(req).await) }
     };
     crate::server::serve(config.admin.listen, None, &config.server, handler).await
-}
-
-/// The request path for a log line, any segment that may hold an API key replaced:
-/// someone may paste a secret where a key id goes (`/v1/keys/kg_…`). A key is `<prefix>_`
-/// and 38 letters and digits; a segment holds one when, percent-decoded, it has
-/// `<prefix>_` (any case) followed by at least 30 of them. Key ids, names and orgs stay
-/// readable.
-fn loggable_path(prefix: &str, path: &str) -> String {
-    let marker = format!("{}_", prefix.to_ascii_lowercase());
-    let holds_key = |seg: &str| {
-        let seg = decode_path_segment(seg)
-            .map_or_else(|| seg.to_ascii_lowercase(), |s| s.to_ascii_lowercase());
-        seg.match_indices(&marker).any(|(i, m)| {
-            seg.as_bytes()[i + m.len()..]
-                .iter()
-                .take_while(|c| c.is_ascii_alphanumeric())
-                .count()
-                >= 30
-        })
-    };
-    path.split('/')
-        .map(|seg| if holds_key(seg) { "<redacted>" } else { seg })
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
-/// A path segment percent-decoded, as the admin API reads it: `+` is a literal in a path,
-/// not a space as in a query.
-fn decode_path_segment(raw: &str) -> Option<String> {
-    percent_decode(&raw.replace('+', "%2B")).map(|v| v.into_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_key_in_the_path_is_not_logged() {
-        let key = KeyFormat::new("kg").generate();
-        let key = key.expose();
-        assert_eq!(
-            loggable_path("kg", &format!("/v1/keys/{key}/rotate")),
-            "/v1/keys/<redacted>/rotate"
-        );
-        // Inside a segment, with `_` or the whole key percent-encoded, any case.
-        let encoded: String = key.bytes().map(|b| format!("%{b:02X}")).collect();
-        for seg in [
-            format!("x.{key}.json"),
-            key.replacen('_', "%5f", 1),
-            encoded,
-            key.to_ascii_uppercase(),
-        ] {
-            assert_eq!(
-                loggable_path("kg", &format!("/v1/keys/{seg}")),
-                "/v1/keys/<redacted>"
-            );
-        }
-        // Ids, names and orgs stay, even with a prefix that is also a word's end.
-        assert_eq!(loggable_path("kg", "/v1/keys/key_abc"), "/v1/keys/key_abc");
-        assert_eq!(
-            loggable_path("kg", "/v1/orgs/pkg_x/keys"),
-            "/v1/orgs/pkg_x/keys"
-        );
-        let id = crate::key::new_key_id();
-        assert_eq!(
-            loggable_path("y", &format!("/v1/keys/{id}")),
-            format!("/v1/keys/{id}")
-        );
-    }
-
-    #[test]
-    fn constant_time_compare() {
-        let a = [7u8; 32];
-        let mut b = a;
-        assert!(constant_time_eq(&a, &b));
-        b[31] ^= 1;
-        assert!(!constant_time_eq(&a, &b));
-    }
 }

@@ -1,0 +1,249 @@
+//! Keys: create, list, read, edit, delete; revoke, disable, enable; rotate and reveal
+//! (which mint a secret, so a limited token may do them only for keys it could create).
+
+use super::answer::{key_json, ok, with_secret, Answer};
+use super::request::{body, query};
+use crate::admin::json;
+use crate::admin::scope::{self, key_in_scope};
+use crate::config::{parse_duration, AdminToken};
+use crate::error::AdminError;
+use crate::service::view::parse_rfc3339;
+use crate::service::{Expiry, KeyService, NewKey};
+use crate::store::{KeyFilter, KeyRecord, KeyType};
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    org: String,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    inherit: bool,
+    name: Option<String>,
+    #[serde(rename = "type")]
+    key_type: Option<String>,
+    owner: Option<String>,
+    /// Absent: an org key. Present: `["*"]` or the workspaces, at least one.
+    workspaces: Option<Vec<String>>,
+    expires_at: Option<String>,
+    expires_in: Option<String>,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+    rate_limit: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RotateBody {
+    grace: Option<String>,
+}
+
+/// The key, if the token may manage it (403 `outside_token_scope` otherwise).
+pub(super) async fn scoped_key(
+    svc: &KeyService,
+    token: &AdminToken,
+    id: &str,
+) -> Result<KeyRecord, AdminError> {
+    let key = svc.show(id).await?;
+    scope::check_key(token, &key)?;
+    Ok(key)
+}
+
+/// `POST /v1/keys`: the body is read and checked whole before the scope, which needs it.
+pub(super) async fn create(svc: &KeyService, token: &AdminToken, req: Request<Incoming>) -> Answer {
+    let b: CreateBody = body(req).await?;
+    let key_type = match b.key_type.as_deref() {
+        None => None,
+        Some("service") => Some(KeyType::Service),
+        Some("personal") => Some(KeyType::Personal),
+        Some(other) => {
+            return Err(AdminError::invalid(
+                "type",
+                format!("`{other}` is not `service` or `personal`"),
+            ))
+        }
+    };
+    let expires = match (b.expires_at, b.expires_in) {
+        (Some(_), Some(_)) => {
+            return Err(AdminError::invalid(
+                "expires_at",
+                "give expires_at or expires_in, not both",
+            ))
+        }
+        (Some(t), None) => Some(Expiry::At(parse_rfc3339(&t).ok_or_else(|| {
+            AdminError::invalid("expires_at", format!("`{t}` is not an RFC 3339 time"))
+        })?)),
+        (None, Some(d)) => {
+            Some(Expiry::In(parse_duration(&d).map_err(|e| {
+                AdminError::invalid("expires_in", e.to_string())
+            })?))
+        }
+        (None, None) => None,
+    };
+    let workspaces = match b.workspaces {
+        Some(w) if w.is_empty() => {
+            return Err(AdminError::invalid(
+                "workspaces",
+                "give at least one workspace, or omit it for an org key",
+            ))
+        }
+        w => w.unwrap_or_default(),
+    };
+    let asked = scope::Asked {
+        org: &b.org,
+        workspaces: &workspaces,
+        roles: &b.roles,
+        inherit: b.inherit,
+        owner: b.owner.as_deref(),
+    };
+    scope::check_create(svc, token, &asked).await?;
+    let req = NewKey {
+        org: b.org,
+        workspaces,
+        name: b.name,
+        key_type,
+        owner: b.owner,
+        roles: b.roles,
+        inherit: b.inherit,
+        expires,
+        metadata: b.metadata,
+        rate_limit: b.rate_limit,
+    };
+    let (key, secret) = svc.create(req, &token.name).await?;
+    Ok(json(StatusCode::CREATED, &with_secret(&key, &secret)))
+}
+
+/// `GET /v1/keys`: the keys the token may see, out of those the filter selects.
+pub(super) async fn list(svc: &KeyService, token: &AdminToken, req: &Request<Incoming>) -> Answer {
+    let q = query(req, &["org", "workspace", "unused_for"])?;
+    let unused_for = q
+        .get("unused_for")
+        .map(|d| parse_duration(d).map_err(|e| AdminError::BadQuery(e.to_string())))
+        .transpose()?;
+    let filter = KeyFilter {
+        org: q.get("org").cloned(),
+        workspace: q.get("workspace").cloned(),
+    };
+    let keys = svc.list(&filter, unused_for).await?;
+    let keys: Vec<_> = keys
+        .iter()
+        .filter(|k| key_in_scope(token, k))
+        .map(key_json)
+        .collect();
+    ok(json!({ "keys": keys }))
+}
+
+pub(super) async fn get(svc: &KeyService, token: &AdminToken, id: &str) -> Answer {
+    ok(key_json(&scoped_key(svc, token, id).await?))
+}
+
+/// `PATCH /v1/keys/{id}`: the body's shape is checked before the key is looked up and
+/// scoped, the metadata's limits after.
+pub(super) async fn patch(
+    svc: &KeyService,
+    token: &AdminToken,
+    id: &str,
+    req: Request<Incoming>,
+) -> Answer {
+    let actor = token.name.as_str();
+    let patch: serde_json::Map<String, serde_json::Value> = body(req).await?;
+    // Only name and metadata change after creation; anything else is refused
+    // whole, before anything is written.
+    if let Some(field) = patch
+        .keys()
+        .find(|k| !matches!(k.as_str(), "name" | "metadata"))
+    {
+        return Err(AdminError::ImmutableField(field.clone()));
+    }
+    let name = match patch.get("name") {
+        None => None,
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(AdminError::invalid("name", "must be a string")),
+    };
+    let metadata: Option<BTreeMap<String, String>> = match patch.get("metadata") {
+        None => None,
+        Some(v) => Some(
+            serde_json::from_value(v.clone())
+                .map_err(|_| AdminError::invalid("metadata", "must be an object of strings"))?,
+        ),
+    };
+    let mut key = scoped_key(svc, token, id).await?;
+    if let Some(m) = &metadata {
+        crate::service::check_metadata(m)?;
+    }
+    if let Some(n) = name {
+        key = svc.rename(&key.id, &n, actor).await?;
+    }
+    if let Some(m) = metadata {
+        key = svc.set_metadata(&key.id, m, actor).await?;
+    }
+    ok(key_json(&key))
+}
+
+pub(super) async fn delete(svc: &KeyService, token: &AdminToken, id: &str) -> Answer {
+    let key = scoped_key(svc, token, id).await?;
+    svc.delete(&key.id, &token.name).await?;
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    Ok(resp)
+}
+
+pub(super) async fn revoke(svc: &KeyService, token: &AdminToken, id: &str) -> Answer {
+    let key = scoped_key(svc, token, id).await?;
+    ok(key_json(&svc.revoke(&key.id, &token.name).await?))
+}
+
+pub(super) async fn disable(svc: &KeyService, token: &AdminToken, id: &str) -> Answer {
+    let key = scoped_key(svc, token, id).await?;
+    ok(key_json(&svc.disable(&key.id, &token.name).await?))
+}
+
+pub(super) async fn enable(svc: &KeyService, token: &AdminToken, id: &str) -> Answer {
+    let key = scoped_key(svc, token, id).await?;
+    ok(key_json(&svc.enable(&key.id, &token.name).await?))
+}
+
+/// `POST /v1/keys/{id}/rotate`: the body (the grace period) is read before the key is
+/// looked up and the mint scope checked.
+pub(super) async fn rotate(
+    svc: &KeyService,
+    token: &AdminToken,
+    id: &str,
+    req: Request<Incoming>,
+) -> Answer {
+    let b: RotateBody = body(req).await?;
+    let grace = match b.grace {
+        Some(g) => parse_duration(&g).map_err(|e| AdminError::invalid("grace", e.to_string()))?,
+        None => std::time::Duration::from_secs(3600),
+    };
+    let key = svc.show(id).await?;
+    scope::check_mint(svc, token, &key).await?;
+    let (old, new, secret) = svc.rotate(&key.id, grace, &token.name).await?;
+    let mut j = with_secret(&new, &secret);
+    j["rotated_from"] = key_json(&old);
+    Ok(json(StatusCode::CREATED, &j))
+}
+
+/// `GET /v1/keys/{id}/secret`.
+pub(super) async fn reveal(svc: &KeyService, token: &AdminToken, id: &str) -> Answer {
+    let key = svc.show(id).await?;
+    scope::check_mint(svc, token, &key).await?;
+    let secret = svc.reveal(&key.id, &token.name).await?;
+    let mut resp = json(
+        StatusCode::OK,
+        &json!({ "id": key.id, "key": secret.expose() }),
+    );
+    // A secret must not linger in a browser's or a proxy's cache.
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    Ok(resp)
+}
