@@ -10,8 +10,9 @@ use keygate::auth::{extract_credential, Authenticator, IdentityNames, Principal}
 use keygate::cache::{CacheSettings, KeyCache};
 use keygate::config::Config;
 use keygate::key::{KeyFormat, KeyHash};
+use keygate::path::normalize_path;
 use keygate::proxy::headers;
-use keygate::route::{normalize_path, Router};
+use keygate::route::Router;
 use keygate::service::{KeyService, NewKey};
 use keygate::store::{coarse_now_ms, now_ms};
 use std::hint::black_box;

@@ -679,7 +679,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
     let mut routes = Vec::new();
     for (i, r) in raw.routes.into_iter().enumerate() {
         let field = format!("routes[{i}]");
-        let path = match crate::route::normalize_path(&r.path) {
+        let path = match crate::path::normalize_path(&r.path) {
             Ok(p) if r.path.starts_with('/') => {
                 let p = if p.len() > 1 {
                     p.trim_end_matches('/').to_owned()
