@@ -2,8 +2,8 @@
 //! Every variant is mapped explicitly: a new error must be given its answer on purpose.
 
 use crate::auth::AuthError;
+use crate::path::PathError;
 use crate::proxy::ProxyError;
-use crate::route::PathError;
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};

@@ -11,10 +11,11 @@ use crate::config::Config;
 use crate::error::GatewayError;
 use crate::identity::IdentityNames;
 use crate::metrics::{Metrics, RouteCounters};
+use crate::path::normalize_path;
 use crate::proxy::pool::PooledBody;
 use crate::proxy::Upstream;
 use crate::proxy::{headers, upgrade};
-use crate::route::{normalize_path, Router};
+use crate::route::Router;
 use crate::store::{coarse_now_ms, KeyStore};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -350,7 +351,7 @@ impl Gateway {
                         _ => path.to_string(),
                     };
                     PathAndQuery::try_from(s)
-                        .map_err(|_| GatewayError::BadPath(crate::route::PathError::BadEncoding))?
+                        .map_err(|_| GatewayError::BadPath(crate::path::PathError::BadEncoding))?
                 }
             };
             let upstream = &routing.upstreams[route.upstream];

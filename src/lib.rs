@@ -1,9 +1,9 @@
 //! keygate: an API gateway that enforces API keys.
 //!
-//! The request path, in order: `server` accepts, `route` matches the normalized path,
-//! `auth` turns the credential into a `Principal` through the `cache` over a `store`,
-//! `proxy` rewrites headers and forwards; `error` is the one place where a refusal
-//! becomes a status and a JSON body. `service` holds the key lifecycle rules the CLI
+//! The request path, in order: `server` accepts, `path` normalizes the path and `route`
+//! matches it, `auth` turns the credential into a `Principal` through the `cache` over a
+//! `store`, `proxy` rewrites headers and forwards; `error` is the one place where a
+//! refusal becomes a status and a JSON body. `service` holds the key lifecycle rules the CLI
 //! (and the admin API) share.
 
 pub mod admin;
@@ -18,6 +18,7 @@ pub mod gateway;
 pub mod identity;
 pub mod key;
 pub mod metrics;
+pub mod path;
 pub mod proxy;
 pub mod route;
 pub mod server;

@@ -1,0 +1,157 @@
+//! `routes`: path prefix, host, methods, upstream, permissions, workspace and auth.
+
+use super::{breaks_label, is_label_value, Errors};
+use crate::config::raw::*;
+use crate::config::{is_name, RouteConfig, WorkspaceRule};
+use http::Method;
+use std::collections::BTreeMap;
+
+/// `upstream_index`: the upstreams by name, as `upstreams` built them.
+pub(super) fn routes(
+    raw: Vec<RawRoute>,
+    upstream_index: &BTreeMap<String, usize>,
+    e: &mut Errors,
+) -> Vec<RouteConfig> {
+    let mut routes = Vec::new();
+    for (i, r) in raw.into_iter().enumerate() {
+        let field = format!("routes[{i}]");
+        let path = match crate::path::normalize_path(&r.path) {
+            Ok(p) if r.path.starts_with('/') => {
+                let p = if p.len() > 1 {
+                    p.trim_end_matches('/').to_owned()
+                } else {
+                    p.into_owned()
+                };
+                if p != r.path.trim_end_matches('/') && !(p == "/" && r.path == "/") {
+                    e.push(
+                        format!("{field}.path"),
+                        format!("`{}` is not normalized; write `{p}`", r.path),
+                    );
+                }
+                p
+            }
+            _ => {
+                e.push(
+                    format!("{field}.path"),
+                    format!("`{}` must be an absolute, normalized path", r.path),
+                );
+                String::new()
+            }
+        };
+        let upstream = match upstream_index.get(&r.upstream) {
+            Some(&ix) => ix,
+            None => {
+                e.push(
+                    format!("{field}.upstream"),
+                    format!("no upstream named `{}`", r.upstream),
+                );
+                0
+            }
+        };
+        let no_methods = r.methods.as_ref().is_some_and(Vec::is_empty);
+        let methods = r.methods.map(|ms| {
+            ms.iter()
+                .filter_map(
+                    |m| match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                        Ok(m) => Some(m),
+                        Err(_) => {
+                            e.push(
+                                format!("{field}.methods"),
+                                format!("`{m}` is not an HTTP method"),
+                            );
+                            None
+                        }
+                    },
+                )
+                .collect::<Vec<_>>()
+        });
+        let auth = match r.auth.as_deref().unwrap_or("key") {
+            "key" => true,
+            "none" => false,
+            other => {
+                e.push(
+                    format!("{field}.auth"),
+                    format!("`{other}` is not `key` or `none`"),
+                );
+                true
+            }
+        };
+        let workspace = match r.workspace {
+            None => None,
+            Some(RawWorkspace {
+                header: Some(h),
+                path_segment: None,
+            }) => e
+                .header_name(&format!("{field}.workspace.header"), &h)
+                .map(WorkspaceRule::Header),
+            Some(RawWorkspace {
+                header: None,
+                path_segment: Some(n),
+            }) if n >= 1 => Some(WorkspaceRule::PathSegment(n as usize)),
+            Some(_) => {
+                e.push(
+                    format!("{field}.workspace"),
+                    "needs exactly one of `header` or `path_segment` (1-based)",
+                );
+                None
+            }
+        };
+        if !auth && (!r.permissions.is_empty() || workspace.is_some()) {
+            e.push(
+                field.clone(),
+                "an `auth: none` route cannot require permissions or a workspace",
+            );
+        }
+        // A route whose permission no key can hold, whose host can never equal a request's
+        // (the request's port is not compared), or that allows no method would refuse or
+        // miss every request: refused here instead.
+        if let Some(p) = r.permissions.iter().find(|p| !is_name(p)) {
+            e.push(
+                format!("{field}.permissions"),
+                format!("`{p}` is not a permission name ([A-Za-z0-9-_.:]+)"),
+            );
+        }
+        if let Some(h) = &r.host {
+            if h.contains(':') && h.parse::<std::net::Ipv6Addr>().is_err() {
+                e.push(
+                    format!("{field}.host"),
+                    format!("`{h}`: a route's host is a name or an IP, without port or brackets (the request's port is not compared)"),
+                );
+            }
+        }
+        if no_methods {
+            e.push(
+                format!("{field}.methods"),
+                "lists no method; omit `methods` to allow every method",
+            );
+        }
+        let mut permissions = r.permissions;
+        permissions.sort();
+        permissions.dedup();
+        // A name given is checked; without one the path names the route (a normalized
+        // path has no backslash or control character, but may hold a `"`).
+        match r.name.as_deref() {
+            Some(n) if !is_label_value(n) => e.push(
+                format!("{field}.name"),
+                "a route name is 1-256 characters without `\"`, `\\` or control characters",
+            ),
+            None if breaks_label(&path) => e.push(
+                format!("{field}.name"),
+                "the path names the route in metrics and holds a `\"`: give the route a name",
+            ),
+            _ => {}
+        }
+        let name = r.name.unwrap_or_else(|| path.clone());
+        routes.push(RouteConfig {
+            name,
+            path,
+            host: r.host.map(|h| h.to_ascii_lowercase()),
+            methods,
+            upstream,
+            permissions,
+            workspace,
+            auth,
+        });
+    }
+    routes
+}
