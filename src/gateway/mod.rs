@@ -1,30 +1,29 @@
-//! The request handler: the stages of SPEC §2 in order.
+//! The request handler: the stages of SPEC §2 in order (`stages/`, one file each).
 //!
-//! `handle` owns logging, metrics and turns every error into its answer; `handle_inner`
-//! runs normalize -> route -> authenticate -> authorize -> rewrite headers -> forward
-//! with `?`. Authentication reads the request as the client sent it; the rewrite then
-//! removes hop-by-hop headers, spoofed identity and the credential before adding ours.
+//! `handle` owns logging, metrics and turns every error into its answer (the one rescue
+//! point); `handle_inner` runs route -> authenticate -> authorize -> limit -> rewrite ->
+//! forward with `?`. Authentication reads the request as the client sent it; the rewrite
+//! then removes hop-by-hop headers, spoofed identity and the credential before adding ours.
 
-use crate::auth::{bearer, extract_credential, param_name_is, AuthError, Authenticator};
+mod stages;
+
+use crate::auth::{AuthError, Authenticator};
 use crate::cache::{CacheSettings, KeyCache};
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::identity::IdentityNames;
 use crate::metrics::{Metrics, RouteCounters};
-use crate::path::normalize_path;
+use crate::proxy::headers;
 use crate::proxy::pool::PooledBody;
 use crate::proxy::Upstream;
-use crate::proxy::{headers, upgrade};
 use crate::route::Router;
 use crate::store::{coarse_now_ms, KeyStore};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{HeaderValue, AUTHORIZATION, HOST};
-use http::uri::PathAndQuery;
+use http::header::HeaderValue;
 use http::{Request, Response};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -264,36 +263,23 @@ impl Gateway {
         // Parts, so the path can be borrowed from the URI while headers are rewritten.
         let (mut parts, body) = req.into_parts();
         async move {
-            let uri = &parts.uri;
+            // Route first, on the normalized path: 400 `bad_path` and 404 `no_route` never
+            // depend on the credential, and every rule sees what the upstream will act on.
+            let routed = stages::route(routing, &parts.uri, &parts.headers, &parts.method)?;
+            ctx.route = Some(routed.index);
+            let upstream = &routing.upstreams[routed.route.upstream];
 
-            // 1. Normalize before routing: rules must see the path the upstream will act on.
-            let path = normalize_path(uri.path())?;
-            let host_header = request_host(&parts.headers, uri)?;
-            let (route_ix, route) = routing
-                .router
-                .find(
-                    host_header.as_ref().and_then(host_name),
-                    &parts.method,
-                    &path,
-                )
-                .ok_or(GatewayError::NoRoute)?;
-            ctx.route = Some(route_ix);
-
-            // 2. Authenticate, then authorize (auth routes only), on the request as the
-            //    client sent it. After routing, so that 404/400 never depend on the credential.
-            let hdrs = &mut parts.headers;
-            //    Credential -> key -> permissions and workspace, timed as one step. Written
-            //    out here, not as an async fn of its own: each nesting level adds its
-            //    arguments to the request's future, which is moved several times per request.
-            let principal = if route.auth {
+            // Authenticate, then authorize (auth routes only), on the request as the client
+            // sent it, timed as one step.
+            let principal = if routed.route.auth {
                 let auth_start = Instant::now();
-                let key = match extract_credential(hdrs, uri.query(), &self.auth.sources) {
+                let key = match stages::credential(&self.auth, &parts.headers, parts.uri.query()) {
                     Ok(credential) => self.auth.authenticate(&credential, coarse_now_ms()).await,
                     Err(e) => Err(e),
                 };
                 let verdict = key.and_then(|key| {
                     ctx.key_id = Some(key.identity.key_id.clone());
-                    self.auth.authorize(key, route, hdrs, &path)
+                    stages::authorize(&self.auth, key, routed.route, &parts.headers, &routed.path)
                 });
                 self.metrics.auth_duration.observe(auth_start.elapsed());
                 Some(verdict?)
@@ -301,198 +287,33 @@ impl Gateway {
                 None
             };
 
-            // 3. Rewrite for the upstream. Hop-by-hop headers go first, so that a client's
-            //    `Connection: x-keygate-org` cannot remove what keygate adds below.
-            let seen = ctx.seen;
-            let upgrade = if seen.connection {
-                upgrade::requested(hdrs)
-            } else {
-                None
-            };
-            if seen.hop_by_hop {
-                headers::remove_hop_by_hop(hdrs);
-            }
-            let client_upgrade = match &upgrade {
-                Some(protocol) => {
-                    upgrade::restore(hdrs, protocol.clone());
-                    parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
-                }
-                None => None,
-            };
-            let hdrs = &mut parts.headers;
-            // Spoofed identity goes on every route, `auth: none` included.
-            if seen.identity {
-                headers::strip_identity(hdrs, &self.identity);
-            }
-            let mut query: Option<Cow<'_, str>> = uri.query().map(Cow::Borrowed);
-            if let Some(principal) = &principal {
-                if !self.forward_credential {
-                    remove_credential(hdrs, &self.auth.sources, &seen);
-                    if let (Some(param), Some(q)) = (&self.auth.sources.query_param, uri.query()) {
-                        query = strip_query_param(q, param);
-                    }
-                }
-                headers::add_identity(hdrs, &self.identity, principal);
-            }
-            headers::set_forwarded(hdrs, &seen, peer.ip(), self.https, host_header);
-            // Always ours: the client's id when it was sane, else the one the client gets back.
-            hdrs.insert(headers::X_REQUEST_ID, ctx.request_id.clone());
+            // Limits count admitted requests only, before any upstream work.
+            stages::limit(principal.as_ref())?;
 
-            // 4. Forward.
-            let pq = match (&path, &query) {
-                // Unchanged path and query: reuse the original bytes, no allocation.
-                (Cow::Borrowed(_), Some(Cow::Borrowed(_)) | None) => uri
-                    .path_and_query()
-                    .cloned()
-                    .unwrap_or_else(|| PathAndQuery::from_static("/")),
-                _ => {
-                    let s = match &query {
-                        Some(q) if !q.is_empty() => format!("{path}?{q}"),
-                        _ => path.to_string(),
-                    };
-                    PathAndQuery::try_from(s)
-                        .map_err(|_| GatewayError::BadPath(crate::path::PathError::BadEncoding))?
-                }
-            };
-            let upstream = &routing.upstreams[route.upstream];
-            // The body as it goes up, and when it last moved (src/proxy/upload.rs).
+            let rewritten = stages::rewrite(
+                self,
+                &mut parts.headers,
+                &mut parts.extensions,
+                &parts.uri,
+                routed,
+                principal.as_ref(),
+                ctx,
+                peer,
+            )?;
+            // Forward: the body as it goes up, and when it last moved (src/proxy/upload.rs).
+            // One select over the send and its deadline: the send's future is then stored
+            // once in the request's, as its only await.
             let (body, upload) = crate::proxy::upload::Upload::new(body);
-            let (target, req) = upstream.prepare(Request::from_parts(parts, body), pq)?;
+            let (target, req) =
+                upstream.prepare(Request::from_parts(parts, body), rewritten.path_and_query)?;
             let send = target.send(req);
-            // On an HTTP/1 connection, the limit shares the connection's timer; elsewhere it
-            // is a timer of its own (src/server/timer.rs). With a body, it runs from the
-            // body's last move: a long upload is not cut off (src/proxy/upload.rs). One
-            // select over the send and the limit: the send's future is then stored once in
-            // the request's, as its only await.
-            let limit = async {
-                let mut wait = upstream.timeout();
-                loop {
-                    match crate::server::request_deadline(wait) {
-                        Some(limit) => limit.await,
-                        None => tokio::time::sleep(wait).await,
-                    }
-                    match upload
-                        .as_ref()
-                        .and_then(|p| p.more_time(upstream.timeout()))
-                    {
-                        Some(more) => wait = more,
-                        None => break,
-                    }
-                }
-            };
+            let deadline = stages::forward::deadline(upstream, upload);
             let sent = tokio::select! {
                 biased;
                 sent = send => Some(sent),
-                () = limit => None,
+                () = deadline => None,
             };
-            let mut resp = sent.ok_or_else(|| upstream.timed_out())?.map_err(|e| {
-                if e.is_request_body_error() {
-                    GatewayError::BadBody(e)
-                } else {
-                    upstream.unavailable(e).into()
-                }
-            })?;
-            if let (Some(client), http::StatusCode::SWITCHING_PROTOCOLS) =
-                (client_upgrade, resp.status())
-            {
-                upgrade::splice(client, hyper::upgrade::on(&mut resp));
-            }
-            Ok(resp)
+            stages::forward::answer(sent, upstream, rewritten.client_upgrade)
         }
-    }
-}
-
-/// The request's host as sent (for routing and X-Forwarded-Host). HTTP/2 carries it in
-/// the URI, HTTP/1.1 in `Host`; two `Host` headers are refused.
-fn request_host(
-    headers: &http::HeaderMap,
-    uri: &http::Uri,
-) -> Result<Option<HeaderValue>, GatewayError> {
-    let mut hosts = headers.get_all(HOST).iter();
-    match (hosts.next(), hosts.next()) {
-        (_, Some(_)) => Err(GatewayError::BadHost),
-        (Some(h), None) => Ok(Some(h.clone())),
-        (None, _) => Ok(uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())),
-    }
-}
-
-/// The host name of a Host value, without port (`[::1]:80` -> `::1`).
-fn host_name(v: &HeaderValue) -> Option<&str> {
-    let s = v.to_str().ok()?;
-    Some(match s.strip_prefix('[') {
-        Some(rest) => rest.split(']').next().unwrap_or(rest),
-        None => s.rsplit_once(':').map_or(s, |(h, _)| h),
-    })
-}
-
-/// Removes every copy of the credential from headers (Bearer Authorization and the
-/// configured key header). Another Authorization scheme is not ours and stays.
-fn remove_credential(
-    h: &mut http::HeaderMap,
-    sources: &crate::auth::CredentialSources,
-    seen: &headers::Seen,
-) {
-    // One lookup for the check and the removal (of every copy).
-    if let http::header::Entry::Occupied(e) = h.entry(AUTHORIZATION) {
-        if bearer(e.get()).is_some() {
-            e.remove_entry_mult();
-        }
-    }
-    if let (Some(name), true) = (&sources.header, seen.key_header) {
-        // Under its own name and any `_` spelling of it (`auth::same_header_name`).
-        let copies: Vec<http::HeaderName> = h
-            .keys()
-            .filter(|n| crate::auth::same_header_name(n, name))
-            .cloned()
-            .collect();
-        for n in copies {
-            h.remove(n);
-        }
-    }
-}
-
-/// The query without any `param=…` pair.
-fn strip_query_param<'a>(q: &'a str, param: &str) -> Option<Cow<'a, str>> {
-    let is_param = |p: &&str| param_name_is(p.split_once('=').map_or(p, |(k, _)| k), param);
-    let has = q.split('&').any(|p| is_param(&p));
-    if !has {
-        return Some(Cow::Borrowed(q));
-    }
-    let kept: Vec<&str> = q.split('&').filter(|p| !is_param(p)).collect();
-    Some(Cow::Owned(kept.join("&")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_names() {
-        let h = |s: &'static str| HeaderValue::from_static(s);
-        assert_eq!(
-            host_name(&h("api.example.com:8080")),
-            Some("api.example.com")
-        );
-        assert_eq!(host_name(&h("api.example.com")), Some("api.example.com"));
-        assert_eq!(host_name(&h("[::1]:8080")), Some("::1"));
-    }
-
-    #[test]
-    fn query_param_removed() {
-        assert_eq!(
-            strip_query_param("a=1&api_key=x&b=2", "api_key").as_deref(),
-            Some("a=1&b=2")
-        );
-        assert_eq!(
-            strip_query_param("api_key=x", "api_key").as_deref(),
-            Some("")
-        );
-        assert_eq!(strip_query_param("a=1", "api_key").as_deref(), Some("a=1"));
-        assert_eq!(
-            strip_query_param("a=1&api%5Fkey=x", "api_key").as_deref(),
-            Some("a=1")
-        );
     }
 }
