@@ -1,4 +1,8 @@
-//! The key cache: moka in front of any `KeyStore`.
+//! The key cache: moka in front of any store's `KeyLookup`.
+//!
+//! The request path reaches the store only through `KeyLookup` (once per miss); the
+//! background tasks use the store's `ChangeFeed` (the follower) and `UsageSink` (the
+//! `last_used_at` flush). The cache holds nothing else of the store.
 //!
 //! - Positive answers are fresh for `cache.ttl`, unknown keys for `cache.negative_ttl`, so
 //!   a flood of unknown keys does not become a flood on the store.
@@ -12,7 +16,9 @@
 
 use crate::key::KeyHash;
 use crate::metrics::Metrics;
-use crate::store::{duration_ms, KeyState, KeyStore, KeyType, Lookup, StoreError};
+use crate::store::{
+    duration_ms, ChangeFeed, KeyLookup, KeyState, KeyStore, KeyType, Lookup, StoreError, UsageSink,
+};
 use moka::future::Cache;
 use moka::notification::RemovalCause;
 use moka::ops::compute::{CompResult, Op};
@@ -146,7 +152,12 @@ pub struct KeyCache {
     /// Hashed with a keyed hash (`ahash`) of the sha256's first 8 bytes (see `KeyHash`'s
     /// `Hash`): the key is already uniform, so SipHash over all 32 bytes bought nothing.
     cache: Cache<KeyHash, Entry, ahash::RandomState>,
-    store: Arc<dyn KeyStore>,
+    /// Asked on a miss: the request path's only use of the store.
+    lookup: Arc<dyn KeyLookup>,
+    /// Read by `follow_changes`.
+    feed: Arc<dyn ChangeFeed>,
+    /// Written by `flush_once`.
+    usage: Arc<dyn UsageSink>,
     limits: Limits,
     /// Bumped by every eviction; a lookup that saw it change does not cache its answer.
     epoch: AtomicU64,
@@ -163,6 +174,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl KeyCache {
+    /// The cache over `store`, of which it keeps the lookup, the change feed and the usage
+    /// sink (all three the same object: upcasts, no wrapper, so a miss makes one virtual
+    /// call as before).
     pub fn new(store: Arc<dyn KeyStore>, settings: CacheSettings, metrics: Arc<Metrics>) -> Self {
         let orphaned: Arc<Mutex<Vec<(String, i64)>>> = Arc::default();
         let sink = orphaned.clone();
@@ -194,7 +208,9 @@ impl KeyCache {
             .build_with_hasher(ahash::RandomState::new());
         KeyCache {
             cache,
-            store,
+            lookup: store.clone(),
+            feed: store.clone(),
+            usage: store,
             limits: Limits {
                 ttl: duration_ms(settings.ttl),
                 negative_ttl: duration_ms(settings.negative_ttl),
@@ -205,10 +221,6 @@ impl KeyCache {
             orphaned,
             metrics,
         }
-    }
-
-    pub fn store(&self) -> &Arc<dyn KeyStore> {
-        &self.store
     }
 
     /// The answer for a well-formed key's hash at `now_ms` (unix ms): cached when fresh,
@@ -276,7 +288,7 @@ impl KeyCache {
                 }
                 self.lookups.fetch_add(1, Ordering::Relaxed);
                 self.metrics.store_lookups.inc();
-                let looked = match self.store.lookup(&hash).await {
+                let looked = match self.lookup.lookup(&hash).await {
                     Err(StoreError::Corrupt { key_id, reason }) => {
                         // One bad record must not fail every request for its key with a
                         // 503, nor stop the gateway: that key is unknown until it is fixed.
@@ -382,7 +394,7 @@ impl KeyCache {
     /// Where the change feed ends now. Read before the gateway serves, so no change
     /// between a first lookup and the follower's start can be missed.
     pub async fn change_cursor(&self) -> Option<u64> {
-        match self.store.change_cursor().await {
+        match self.feed.change_cursor().await {
             Ok(c) => Some(c),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the change feed position");
@@ -406,7 +418,7 @@ impl KeyCache {
                 }
             },
         };
-        let blocking = self.store.feed_blocks();
+        let blocking = self.feed.feed_blocks();
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -415,7 +427,7 @@ impl KeyCache {
             if !blocking {
                 tick.tick().await;
             }
-            match self.store.changes_since(cursor).await {
+            match self.feed.changes_since(cursor).await {
                 Ok(batch) => {
                     if batch.evict_all {
                         tracing::info!("change feed has a gap; emptying the key cache");
@@ -465,7 +477,7 @@ impl KeyCache {
         if batch.is_empty() {
             return;
         }
-        if let Err(e) = self.store.record_last_used(&batch).await {
+        if let Err(e) = self.usage.record_last_used(&batch).await {
             tracing::warn!(error = %e, keys = batch.len(), "cannot record last_used_at; will retry");
             // Keep them for the next round.
             lock(&self.orphaned).extend(batch);

@@ -32,12 +32,17 @@ impl Switchable {
     }
 }
 
+// The switch fails lookups, the usage flush and ping; everything else passes through.
 #[async_trait]
-impl KeyStore for Switchable {
+impl KeyLookup for Switchable {
     async fn lookup(&self, hash: &KeyHash) -> Result<Option<Lookup>, StoreError> {
         self.check()?;
         self.inner.lookup(hash).await
     }
+}
+
+#[async_trait]
+impl KeyRepo for Switchable {
     async fn get_key(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
         self.inner.get_key(id).await
     }
@@ -65,19 +70,35 @@ impl KeyStore for Switchable {
     async fn save_org(&self, o: &OrgRecord, e: &AuditEvent) -> Result<(), StoreError> {
         self.inner.save_org(o, e).await
     }
+}
+
+#[async_trait]
+impl AuditLog for Switchable {
     async fn audit(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
         self.inner.audit(q).await
     }
+}
+
+#[async_trait]
+impl UsageSink for Switchable {
     async fn record_last_used(&self, b: &[(String, i64)]) -> Result<(), StoreError> {
         self.check()?;
         self.inner.record_last_used(b).await
     }
+}
+
+#[async_trait]
+impl ChangeFeed for Switchable {
     async fn change_cursor(&self) -> Result<u64, StoreError> {
         self.inner.change_cursor().await
     }
     async fn changes_since(&self, c: u64) -> Result<ChangeBatch, StoreError> {
         self.inner.changes_since(c).await
     }
+}
+
+#[async_trait]
+impl Health for Switchable {
     async fn ping(&self) -> Result<(), StoreError> {
         self.check()?;
         self.inner.ping().await

@@ -1,6 +1,9 @@
 //! Key stores: where key records, users and the audit log live. The gateway and the CLI
-//! see them only through `KeyStore`, so the embedded SQLite store and the Redis store
-//! (for fleets) are interchangeable and the cache can wrap either.
+//! see them only through the traits below, so the embedded SQLite store and the Redis store
+//! (for fleets) are interchangeable and the cache can wrap either. One trait per concern
+//! (`KeyLookup` for the hot path, `KeyRepo`, `AuditLog`, `UsageSink`, `ChangeFeed`,
+//! `Health`), each implemented per store in a file of its own (`embedded/`, `redis/`);
+//! `KeyStore` is all of them at once.
 
 #[cfg(test)]
 mod conformance;
@@ -84,11 +87,18 @@ pub struct KeyFilter {
     pub workspace: Option<String>,
 }
 
+/// The hot path: the one thing a request's verdict needs from a store, asked once per
+/// cache miss. Everything else a store does happens off the request path.
 #[async_trait]
-pub trait KeyStore: Send + Sync + 'static {
+pub trait KeyLookup: Send + Sync {
     /// The auth path's lookup by hash. `None`: no such key (never created, or deleted).
     async fn lookup(&self, hash: &KeyHash) -> Result<Option<Lookup>, StoreError>;
+}
 
+/// Key, user and org records as the CLI and the admin API manage them. Every write appends
+/// its audit events and publishes what it changed on the change feed, in one transaction.
+#[async_trait]
+pub trait KeyRepo: Send + Sync {
     async fn get_key(&self, id: &str) -> Result<Option<KeyRecord>, StoreError>;
 
     /// Keys by filter, oldest first.
@@ -119,14 +129,26 @@ pub trait KeyStore: Send + Sync + 'static {
     /// the caller read, 0 meaning none (so of two racing first suspensions one conflicts,
     /// and re-reads a suspended org).
     async fn save_org(&self, org: &OrgRecord, event: &AuditEvent) -> Result<(), StoreError>;
+}
 
+/// Reading the audit log. Events are appended by `KeyRepo`'s writes, in their transaction.
+#[async_trait]
+pub trait AuditLog: Send + Sync {
     /// Audit events, newest first, optionally for one key, `before` an event id (paging).
     async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
+}
 
+/// Where the cache's write-behind of key usage lands.
+#[async_trait]
+pub trait UsageSink: Send + Sync {
     /// Writes `last_used_at` for many keys at once (ids with unix-ms times). Never called
     /// per request: the cache batches these.
     async fn record_last_used(&self, batch: &[(String, i64)]) -> Result<(), StoreError>;
+}
 
+/// The change feed: which keys' cached answers went stale, for every gateway's follower.
+#[async_trait]
+pub trait ChangeFeed: Send + Sync {
     /// The current end of the change feed (where a new gateway starts reading).
     async fn change_cursor(&self) -> Result<u64, StoreError>;
 
@@ -139,9 +161,27 @@ pub trait KeyStore: Send + Sync + 'static {
     fn feed_blocks(&self) -> bool {
         false
     }
+}
 
+/// Whether the store can serve, for `/readyz`.
+#[async_trait]
+pub trait Health: Send + Sync {
     /// Cheap reachability check for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// A whole store: every concern above, from one backend. `open` returns one, and the CLI,
+/// the service layer and the admin API use it whole; the cache keeps only the narrow
+/// parts it needs (`KeyLookup`, `ChangeFeed`, `UsageSink`). Implemented for every type
+/// that implements the parts: a store implements those, never this.
+pub trait KeyStore:
+    KeyLookup + KeyRepo + AuditLog + UsageSink + ChangeFeed + Health + Send + Sync + 'static
+{
+}
+
+impl<T> KeyStore for T where
+    T: KeyLookup + KeyRepo + AuditLog + UsageSink + ChangeFeed + Health + Send + Sync + 'static
+{
 }
 
 /// Opens the store the config names.

@@ -5,9 +5,10 @@
 //! rows are pruned, and a reader that finds a hole where pruned rows were drops its whole
 //! cache: it cannot know which keys it missed.
 
-use super::codec;
+use super::{codec, EmbeddedStore};
 use crate::key::KeyHash;
-use crate::store::{ChangeBatch, StoreError};
+use crate::store::{ChangeBatch, ChangeFeed, StoreError};
+use async_trait::async_trait;
 use rusqlite::{params, Connection, Transaction};
 
 /// Change rows older than this are pruned. The gateway polls every ~250 ms, so only a
@@ -117,4 +118,21 @@ pub(super) fn changes_since(conn: &mut Connection, cursor: u64) -> Result<Change
         evict_all,
         written_at_ms,
     })
+}
+
+#[async_trait]
+impl ChangeFeed for EmbeddedStore {
+    async fn change_cursor(&self) -> Result<u64, StoreError> {
+        self.read(|conn| {
+            let max: i64 = conn
+                .prepare_cached("SELECT coalesce(max(seq), 0) FROM changes")?
+                .query_row([], |row| row.get(0))?;
+            Ok(u64::try_from(max).unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn changes_since(&self, cursor: u64) -> Result<ChangeBatch, StoreError> {
+        self.read(move |conn| changes_since(conn, cursor)).await
+    }
 }

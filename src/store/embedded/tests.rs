@@ -2,6 +2,10 @@ use super::*;
 use crate::store::conformance;
 use crate::store::fixtures::{event, key, save, stored, user};
 use crate::store::KeyState;
+use crate::store::{
+    now_ms, AuditLog, AuditQuery, ChangeBatch, ChangeFeed, Health, KeyFilter, KeyLookup, KeyRecord,
+    KeyRepo, UsageSink,
+};
 use tempfile::TempDir;
 
 fn open(dir: &TempDir) -> EmbeddedStore {

@@ -1,9 +1,14 @@
 //! Tests against real `redis-server` processes, each test with its own on a free port.
 
+use super::feed::{batch_from, FeedEntry};
 use super::*;
+use crate::key::KeyHash;
 use crate::store::conformance;
 use crate::store::fixtures::{all_events, event, ids, key, personal, save, stored, user};
 use crate::store::KeyState;
+use crate::store::{
+    AuditLog, ChangeBatch, ChangeFeed, Health, KeyFilter, KeyLookup, KeyRecord, KeyRepo, UsageSink,
+};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
