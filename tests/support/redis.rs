@@ -148,6 +148,11 @@ impl RedisServer {
         self.child.is_some()
     }
 
+    /// The process id while it runs (to freeze it with SIGSTOP, say).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Snapshots the data (`SAVE`), then kills the process by PID and waits for it: from
     /// here the port refuses connections.
     pub fn stop(&mut self) {

@@ -9,93 +9,53 @@ use crate::store::KeyState;
 use crate::store::{
     AuditLog, ChangeBatch, ChangeFeed, Health, KeyFilter, KeyLookup, KeyRecord, KeyRepo, UsageSink,
 };
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 use tempfile::TempDir;
 
 // ---- servers ---------------------------------------------------------------------------
 
-const REDIS_SERVER: &str = "redis-server";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind :0")
-        .local_addr()
-        .expect("local addr")
-        .port()
-}
-
-/// Whether something on `port` answers PING.
-fn answers_ping(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
-    if s.write_all(b"PING\r\n").is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 7];
-    s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
-}
+// The integration tests' Redis harness, shared (a unit test cannot link it): one way to
+// start, kill and restart `redis-server` and a three-master cluster, on free ports.
+#[path = "../../../tests/support/redis.rs"]
+#[allow(dead_code)]
+mod processes;
+use processes::{free_port, RedisCluster, RedisServer};
 
 /// A `redis-server` this test owns; killed when dropped.
-struct Server {
-    child: Option<Child>,
-    port: u16,
-    dir: TempDir,
-}
+struct Server(RedisServer);
 
 impl Server {
     fn start() -> Server {
-        Server::start_at(free_port(), TempDir::new().expect("tempdir"), &[])
+        Server(RedisServer::start())
     }
 
-    fn start_at(port: u16, dir: TempDir, extra: &[&str]) -> Server {
-        let child = spawn_redis(port, dir.path(), extra);
-        let mut server = Server {
-            child: Some(child),
-            port,
-            dir,
-        };
-        server.wait_ready();
-        server
+    /// With extra `redis-server` arguments.
+    fn start_with_args(extra: &[&str]) -> Server {
+        Server(RedisServer::start_with_args(extra))
     }
 
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !answers_ping(self.port) {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("redis-server on {} exited: {status}", self.port);
-            }
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    fn port(&self) -> u16 {
+        self.0.port
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        self.0.url()
     }
 
     fn store(&self) -> RedisStore {
         RedisStore::open(&[self.url()], false).expect("open store")
     }
 
+    /// Killed without a snapshot: from here the port refuses connections.
     fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.0.crash();
     }
 
-    /// A new server on the same port (and an empty data set).
+    /// A new server on the same port, with an empty data set (none was saved).
     fn restart(&mut self) {
-        self.stop();
-        self.child = Some(spawn_redis(self.port, self.dir.path(), &[]));
-        self.wait_ready();
+        self.0.restart();
     }
 
     async fn raw(&self) -> ::redis::aio::MultiplexedConnection {
@@ -105,34 +65,6 @@ impl Server {
             .await
             .expect("raw connection")
     }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn spawn_redis(port: u16, dir: &Path, extra: &[&str]) -> Child {
-    let port_s = port.to_string();
-    Command::new(REDIS_SERVER)
-        .args([
-            "--port",
-            &port_s,
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(dir)
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server must be installed (scripts/test installs it)")
 }
 
 async fn raw_cmd<T: ::redis::FromRedisValue>(
@@ -727,7 +659,7 @@ async fn a_frozen_redis_costs_at_most_the_timeout_and_then_nothing() {
     let store = server.store();
     let a = key("key_a", "acme", &["*"], 1);
     save(&store, std::slice::from_ref(&a)).await;
-    let pid = server.child.as_ref().expect("running").id().to_string();
+    let pid = server.0.pid().expect("running").to_string();
     let signal = |sig: &str| {
         let status = Command::new("kill")
             .args([sig, &pid])
@@ -840,22 +772,18 @@ async fn a_rediss_url_talks_tls() {
     let file = |name: &str| p.join(name).to_str().expect("utf-8 temp path").to_owned();
     let (cert, cert_key, ca) = (file("srv.crt"), file("srv.key"), file("ca.crt"));
     let tls_port_s = tls_port.to_string();
-    let server = Server::start_at(
-        free_port(),
-        TempDir::new().expect("tempdir"),
-        &[
-            "--tls-port",
-            &tls_port_s,
-            "--tls-cert-file",
-            &cert,
-            "--tls-key-file",
-            &cert_key,
-            "--tls-ca-cert-file",
-            &ca,
-            "--tls-auth-clients",
-            "no",
-        ],
-    );
+    let server = Server::start_with_args(&[
+        "--tls-port",
+        &tls_port_s,
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &cert_key,
+        "--tls-ca-cert-file",
+        &ca,
+        "--tls-auth-clients",
+        "no",
+    ]);
     // The client trusts the system's roots, which rustls-native-certs takes from here.
     std::env::set_var("SSL_CERT_FILE", &ca);
     let store =
@@ -876,7 +804,7 @@ async fn a_rediss_url_talks_tls() {
     );
 
     // A plain-text server on a rediss URL: an error, never a panic or a hang.
-    let plain = RedisStore::open(&[format!("rediss://127.0.0.1:{}/", server.port)], false)
+    let plain = RedisStore::open(&[format!("rediss://127.0.0.1:{}/", server.port())], false)
         .expect("open rediss");
     assert!(plain.ping().await.is_err());
 }
@@ -896,72 +824,9 @@ async fn store_open_builds_a_redis_store_from_config() {
 
 // ---- cluster ---------------------------------------------------------------------------
 
-/// Three masters, no replicas, each on a free port.
-struct Cluster {
-    nodes: Vec<Server>,
-}
-
-impl Cluster {
-    fn start() -> Cluster {
-        let nodes: Vec<Server> = (0..3)
-            .map(|_| {
-                let dir = TempDir::new().expect("tempdir");
-                let conf = dir.path().join("nodes.conf");
-                let conf = conf.to_str().expect("utf-8 temp path").to_owned();
-                Server::start_at(
-                    free_port(),
-                    dir,
-                    &[
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        &conf,
-                        "--cluster-node-timeout",
-                        "2000",
-                    ],
-                )
-            })
-            .collect();
-        let addrs: Vec<String> = nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port))
-            .collect();
-        let status = Command::new("redis-cli")
-            .args(["--cluster", "create"])
-            .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("redis-cli must be installed with redis-server");
-        assert!(status.success(), "redis-cli --cluster create failed");
-        let cluster = Cluster { nodes };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !cluster.is_ok() {
-            assert!(Instant::now() < deadline, "cluster did not become ok");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        cluster
-    }
-
-    fn is_ok(&self) -> bool {
-        self.nodes.iter().all(|n| {
-            Command::new("redis-cli")
-                .args(["-p", &n.port.to_string(), "cluster", "info"])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
-                .unwrap_or(false)
-        })
-    }
-
-    fn urls(&self) -> Vec<String> {
-        self.nodes.iter().map(Server::url).collect()
-    }
-}
-
 #[tokio::test]
 async fn a_cluster_round_trip() {
-    let cluster = Cluster::start();
+    let cluster = RedisCluster::start();
     let store = RedisStore::open(&cluster.urls(), true).expect("open cluster");
     let cursor = store.change_cursor().await.expect("cursor");
     let k = personal("key_c", "acme", "alice", 1);
