@@ -70,6 +70,16 @@ local function publish(hash)
   redis.call('SET', SEQ, s)
 end
 
+-- One change event per key of `ids` that still exists (a user's or an org's keys).
+local function publish_keys(ids)
+  for _, id in ipairs(ids) do
+    local hash = redis.call('HGET', P .. 'key:' .. id, 'hash')
+    if hash then
+      publish(hash)
+    end
+  end
+end
+
 local function append_audit(json, has_key, key_id)
   local id = redis.call('INCR', P .. 'audit:seq')
   redis.call('HSET', P .. 'audit:events', id, json)
@@ -215,12 +225,7 @@ open_feed()
 redis.call('HSET', uk, 'removed', ARGV[6], 'roles', ARGV[7], 'permissions', ARGV[8],
   'version', string.format('%d', stored + 1))
 -- Every answer for a key the user owns embeds the user's state.
-for _, id in ipairs(owned) do
-  local hash = redis.call('HGET', P .. 'key:' .. id, 'hash')
-  if hash then
-    publish(hash)
-  end
-end
+publish_keys(owned)
 append_audit(ARGV[9], ARGV[10], ARGV[11])
 return {'ok'}
 "#;
@@ -245,12 +250,7 @@ redis.call('HSET', ok, 'suspended', ARGV[5], 'version', string.format('%d', stor
 if #ids > tonumber(ARGV[9]) then
   publish('*')
 else
-  for _, id in ipairs(ids) do
-    local hash = redis.call('HGET', P .. 'key:' .. id, 'hash')
-    if hash then
-      publish(hash)
-    end
-  end
+  publish_keys(ids)
 end
 append_audit(ARGV[6], ARGV[7], ARGV[8])
 return {'ok'}
