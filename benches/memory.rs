@@ -37,6 +37,8 @@ fn record(i: usize) -> KeyRecord {
         expires_at: None,
         metadata: Default::default(),
         rate_limit: None,
+        quota: None,
+        usage_epoch: 0,
         state: KeyState::Active,
         created_at: 1_700_000_000_000,
         created_by: "bench".to_owned(),

@@ -141,6 +141,8 @@ impl RunningApp {
     pub async fn shutdown_draining(self, drain: std::time::Duration) {
         tokio::join!(self.proxy.shutdown(drain), self.admin.shutdown(drain));
         self.app.gateway.cache().flush_once().await;
+        // Spent quota reported, and what is leased and unspent given back to the fleet.
+        self.app.gateway.limiter().flush(true).await;
     }
 
     /// Serves until SIGTERM or Ctrl-C, reloading from `path` on SIGHUP, then shuts down.

@@ -253,7 +253,7 @@ impl Authenticator {
         Ok(key)
     }
 
-    /// Permissions, then workspace, then the org's state, as the SPEC orders them.
+    /// Permissions, then workspace, as the SPEC orders them.
     pub fn authorize(
         &self,
         key: Arc<CachedKey>,
@@ -301,12 +301,8 @@ impl Authenticator {
                 Some(HeaderValue::from_str(ws).map_err(|_| AuthError::WorkspaceNotAllowed)?)
             }
         };
-        // After the workspace, as SPEC §2's table orders it (the rate limit, when there is
-        // one, sits between them): a request the key could never make is refused for that
-        // first, and a suspension says nothing about what the key may do.
-        if key.facts.org_suspended {
-            return Err(AuthError::OrgSuspended);
-        }
+        // The org's state is the limit stage's to check (gateway/stages/limit.rs): SPEC
+        // §2 puts it after the rate limit and before the quota.
         Ok(Principal { key, workspace })
     }
 }

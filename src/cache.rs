@@ -15,6 +15,7 @@
 //! - `last_used_at` is a relaxed atomic store on the hit path and flushed in batches.
 
 use crate::key::KeyHash;
+use crate::limits::{Quota, RateLimit};
 use crate::metrics::Metrics;
 use crate::store::{
     duration_ms, ChangeFeed, KeyLookup, KeyState, KeyStore, KeyType, Lookup, StoreError, UsageSink,
@@ -37,6 +38,9 @@ pub struct CachedKey {
     /// Last time this key admitted a request (unix ms), not yet necessarily flushed.
     last_used: AtomicI64,
     flushed: AtomicI64,
+    /// The key's rate and quota counters, found on the first limited request of this
+    /// entry (`limiter::Limiter::meter`), then an atomic load per request.
+    pub meter: std::sync::OnceLock<Arc<crate::limiter::Meter>>,
 }
 
 /// The parts of a key's record (and its owner's) a verdict reads.
@@ -56,6 +60,11 @@ pub struct KeyFacts {
     pub org_key: bool,
     /// The workspaces of a workspace key (empty for an org key).
     pub workspaces: Box<[Box<str>]>,
+    /// The key's own rate limit (a route's or the default applies without one).
+    pub rate_limit: Option<RateLimit>,
+    pub quota: Option<Quota>,
+    /// `KeyRecord::usage_epoch`: the quota counters to spend from.
+    pub usage_epoch: u64,
 }
 
 impl KeyFacts {
@@ -75,12 +84,34 @@ impl KeyFacts {
             } else {
                 k.workspaces.iter().map(|w| w.as_str().into()).collect()
             },
+            rate_limit: stored_limit(
+                &k.id,
+                "rate_limit",
+                k.rate_limit.as_deref(),
+                RateLimit::parse,
+            ),
+            quota: stored_limit(&k.id, "quota", k.quota.as_deref(), Quota::parse),
+            usage_epoch: k.usage_epoch,
         }
     }
 
     pub fn is_expired_at(&self, now_ms: i64) -> bool {
         crate::store::expired_at(self.expires_at, now_ms)
     }
+}
+
+/// A limit as stored. Writes check it, so one that does not parse was put there by hand:
+/// it is logged and the key is limited by its route or the default instead.
+fn stored_limit<T, E: std::fmt::Display>(
+    id: &str,
+    field: &str,
+    value: Option<&str>,
+    parse: fn(&str) -> Result<T, E>,
+) -> Option<T> {
+    let value = value?;
+    parse(value)
+        .map_err(|e| tracing::warn!(key_id = %id, field, error = %e, "stored limit ignored"))
+        .ok()
 }
 
 impl CachedKey {
@@ -309,6 +340,10 @@ impl KeyCache {
                                     .store(p.last_used.load(Ordering::Relaxed), Ordering::Relaxed);
                                 k.flushed
                                     .store(p.flushed.load(Ordering::Relaxed), Ordering::Relaxed);
+                                // And its counters: a refresh is no new window.
+                                if let Some(m) = p.meter.get() {
+                                    let _ = k.meter.set(m.clone());
+                                }
                             }
                             Arc::new(k)
                         });
@@ -494,6 +529,7 @@ impl CachedKey {
             identity: crate::identity::Identity::of(&lookup),
             last_used: AtomicI64::new(0),
             flushed: AtomicI64::new(0),
+            meter: std::sync::OnceLock::new(),
         }
     }
 }

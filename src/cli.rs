@@ -2,6 +2,7 @@
 //! rules live in `service`; this file parses, calls and prints.
 
 use crate::config::{parse_duration, Config};
+use crate::service::limits::{LimitChange, Usage};
 use crate::service::transfer::TransferError;
 use crate::service::view::{parse_rfc3339, rfc3339, AuditView, KeyView};
 use crate::service::{Expiry, KeyService, NewKey, ServiceError};
@@ -131,6 +132,23 @@ pub enum KeysCommand {
         #[arg(long, required = true)]
         stdin: bool,
     },
+    /// Set or clear a key's rate limit and quota (audited).
+    Limit {
+        id: String,
+        /// `100/s`, `6000/m`, `100000/h`, or `none` to clear it.
+        #[arg(long)]
+        rate_limit: Option<String>,
+        /// `10000/month`, `500/day`, `1000` (for the key's life), or `none` to clear it.
+        #[arg(long)]
+        quota: Option<String>,
+    },
+    /// Show a key's limits and quota usage; `--reset` starts its quota from zero.
+    Usage {
+        id: String,
+        /// Start the quota from zero on every gateway (audited).
+        #[arg(long)]
+        reset: bool,
+    },
     /// Show a recoverable key's secret again (needs `keys.recoverable`); audited.
     Reveal { id: String },
     /// Write every key (hashes, never secrets), its owner's user record and its org's
@@ -178,9 +196,12 @@ pub struct CreateArgs {
     /// Metadata, `K=V`, repeatable.
     #[arg(long = "meta", value_parser = parse_meta)]
     pub meta: Vec<(String, String)>,
-    /// e.g. `100/s` (recorded; enforced by a later version).
+    /// The key's rate limit: `100/s`, `6000/m` or `100000/h`.
     #[arg(long)]
     pub rate_limit: Option<String>,
+    /// The key's usage quota: `10000/month`, `500/day`, or `1000` for its life.
+    #[arg(long)]
+    pub quota: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -279,8 +300,38 @@ fn key_text(k: &KeyRecord) -> String {
         let m: Vec<String> = v.metadata.iter().map(|(k, v)| format!("{k}={v}")).collect();
         s.push_str(&format!("\n  metadata: {}", m.join(" ")));
     }
+    if v.rate_limit.is_some() || v.quota.is_some() {
+        s.push_str(&format!(
+            "\n  rate limit: {}  quota: {}",
+            v.rate_limit.unwrap_or("none"),
+            v.quota.unwrap_or("none")
+        ));
+    }
     if let Some(r) = v.rotated_to {
         s.push_str(&format!("\n  rotated to: {r}"));
+    }
+    s
+}
+
+fn usage_text(u: &Usage) -> String {
+    let mut s = format!(
+        "{}\n  rate limit: {}",
+        u.key_id,
+        u.rate_limit.as_deref().unwrap_or("none of its own")
+    );
+    match &u.quota {
+        None => s.push_str("\n  quota: none"),
+        Some(q) => s.push_str(&format!(
+            "\n  quota: {} per {}  used: {}  remaining: {}  leased: {}  resets: {}",
+            q.limit,
+            q.period,
+            q.used,
+            q.remaining,
+            q.leased,
+            q.resets_at
+                .as_deref()
+                .unwrap_or("never (reset with --reset)"),
+        )),
     }
     s
 }
@@ -330,6 +381,7 @@ pub async fn run_with(svc: &KeyService, cmd: Command) -> Result<Output, CliError
                     expires,
                     metadata: c.meta.into_iter().collect::<BTreeMap<_, _>>(),
                     rate_limit: c.rate_limit,
+                    quota: c.quota,
                 };
                 let (rec, secret) = svc.create(req, a).await?;
                 let mut j = key_json(&rec);
@@ -359,6 +411,28 @@ pub async fn run_with(svc: &KeyService, cmd: Command) -> Result<Output, CliError
                 })
             }
             KeysCommand::Show { id } => one(svc.show(&id).await?),
+            KeysCommand::Limit {
+                id,
+                rate_limit,
+                quota,
+            } => {
+                let none_clears = |v: Option<String>| v.map(|v| (v != "none").then_some(v));
+                let change = LimitChange {
+                    rate_limit: none_clears(rate_limit),
+                    quota: none_clears(quota),
+                };
+                one(svc.set_limits(&id, &change, a).await?)
+            }
+            KeysCommand::Usage { id, reset } => {
+                if reset {
+                    svc.reset_usage(&id, a).await?;
+                }
+                let usage = svc.usage(&id).await?;
+                Ok(Output {
+                    text: usage_text(&usage),
+                    json: serde_json::to_value(&usage).unwrap_or_default(),
+                })
+            }
             KeysCommand::Rename { id, name } => one(svc.rename(&id, &name, a).await?),
             KeysCommand::Revoke { id } => one(svc.revoke(&id, a).await?),
             KeysCommand::Disable { id } => one(svc.disable(&id, a).await?),

@@ -2,6 +2,7 @@
 //! Every variant is mapped explicitly: a new error must be given its answer on purpose.
 
 use crate::auth::AuthError;
+use crate::limiter::LimitError;
 use crate::path::PathError;
 use crate::proxy::ProxyError;
 use bytes::Bytes;
@@ -28,6 +29,8 @@ pub enum GatewayError {
     BadBody(#[source] crate::proxy::pool::PoolError),
     #[error(transparent)]
     Proxy(#[from] ProxyError),
+    #[error(transparent)]
+    Limit(#[from] LimitError),
 }
 
 const BEARER: &str = "Bearer realm=\"keygate\"";
@@ -98,6 +101,15 @@ impl GatewayError {
                     answer(S::SERVICE_UNAVAILABLE, "store_unavailable", None)
                 }
             },
+            GatewayError::Limit(LimitError::RateLimited { .. }) => {
+                answer(S::TOO_MANY_REQUESTS, "rate_limited", None)
+            }
+            GatewayError::Limit(LimitError::QuotaExhausted { .. }) => {
+                answer(S::TOO_MANY_REQUESTS, "quota_exhausted", None)
+            }
+            GatewayError::Limit(LimitError::StoreUnavailable(_)) => {
+                answer(S::SERVICE_UNAVAILABLE, "store_unavailable", None)
+            }
             GatewayError::BadPath(_) => answer(S::BAD_REQUEST, "bad_path", None),
             GatewayError::NoRoute => answer(S::NOT_FOUND, "no_route", None),
             GatewayError::BadHost => answer(S::BAD_REQUEST, "bad_host", None),
@@ -115,7 +127,8 @@ impl GatewayError {
     /// upstream (those go to the log), never the key.
     fn public_message(&self) -> String {
         match self {
-            GatewayError::Auth(AuthError::StoreUnavailable(_)) => {
+            GatewayError::Auth(AuthError::StoreUnavailable(_))
+            | GatewayError::Limit(LimitError::StoreUnavailable(_)) => {
                 "the key store is unavailable; try again".into()
             }
             GatewayError::Proxy(ProxyError::Unavailable { .. }) => {
@@ -137,6 +150,17 @@ impl GatewayError {
         }
         if a.status == StatusCode::SERVICE_UNAVAILABLE {
             h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        // Whole seconds, at least 1 (SPEC §7); a quota that never refills by itself says
+        // none.
+        match &self {
+            GatewayError::Limit(LimitError::RateLimited { retry_after_s })
+            | GatewayError::Limit(LimitError::QuotaExhausted {
+                retry_after_s: Some(retry_after_s),
+            }) => {
+                h.insert(RETRY_AFTER, HeaderValue::from((*retry_after_s).max(1)));
+            }
+            _ => {}
         }
         h.insert(crate::proxy::headers::X_REQUEST_ID, request_id.clone());
         resp

@@ -17,6 +17,8 @@ pub mod error;
 pub mod gateway;
 pub mod identity;
 pub mod key;
+pub mod limiter;
+pub mod limits;
 pub mod metrics;
 pub mod path;
 pub mod proxy;

@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// Every verdict code a request can end with; `ok` for a forwarded request.
-pub const CODES: [&str; 20] = [
+pub const CODES: [&str; 22] = [
     "ok",
     "missing_key",
     "multiple_keys",
@@ -29,7 +29,9 @@ pub const CODES: [&str; 20] = [
     "insufficient_permissions",
     "workspace_required",
     "workspace_not_allowed",
+    "rate_limited",
     "org_suspended",
+    "quota_exhausted",
     "store_unavailable",
     "no_route",
     "bad_path",
@@ -38,6 +40,11 @@ pub const CODES: [&str; 20] = [
     "upstream_unavailable",
     "upstream_timeout",
 ];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    pub code: &'static str,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -130,6 +137,12 @@ pub struct Metrics {
     upstream_errors: Family<UpstreamLabels, Counter>,
     pub in_flight: Gauge,
     pub cache_keys: Gauge,
+    /// Requests refused by a limit (`rate_limited`, `quota_exhausted`).
+    limited: Family<CodeLabels, Counter>,
+    /// Quota units this gateway holds in leases, not yet spent.
+    pub quota_leased: Gauge,
+    /// Calls to the store's meters (leases and reports), for commands per request.
+    pub meter_calls: Counter,
 }
 
 impl Default for Metrics {
@@ -154,6 +167,9 @@ impl Metrics {
             upstream_errors: Family::default(),
             in_flight: Gauge::default(),
             cache_keys: Gauge::default(),
+            limited: Family::default(),
+            quota_leased: Gauge::default(),
+            meter_calls: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -217,6 +233,21 @@ impl Metrics {
             "Keys in the cache (known and unknown)",
             m.cache_keys.clone(),
         );
+        registry.register(
+            "limited",
+            "Requests refused by a rate limit or a quota, by code",
+            m.limited.clone(),
+        );
+        registry.register(
+            "quota_leased",
+            "Quota units this gateway holds in leases and has not spent",
+            m.quota_leased.clone(),
+        );
+        registry.register(
+            "meter_calls",
+            "Store calls made for rate limits and quotas (leases and usage reports)",
+            m.meter_calls.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -228,6 +259,11 @@ impl Metrics {
                 code: code.to_owned(),
             })
             .clone()
+    }
+
+    /// Counts a refusal by a limit.
+    pub fn limited(&self, code: &'static str) {
+        self.limited.get_or_create(&CodeLabels { code }).inc();
     }
 
     pub fn upstream_error(&self, upstream: &str) {

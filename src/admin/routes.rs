@@ -26,6 +26,8 @@ pub enum Op {
     GetOrg,
     SuspendOrg,
     RestoreOrg,
+    KeyUsage,
+    ResetUsage,
 }
 
 impl Op {
@@ -47,6 +49,8 @@ pub const ROUTES: &[(&str, &str, Op)] = &[
     ("POST", "/v1/keys/{id}/enable", Op::EnableKey),
     ("POST", "/v1/keys/{id}/rotate", Op::RotateKey),
     ("GET", "/v1/keys/{id}/secret", Op::RevealSecret),
+    ("GET", "/v1/keys/{id}/usage", Op::KeyUsage),
+    ("POST", "/v1/keys/{id}/usage/reset", Op::ResetUsage),
     ("POST", "/v1/keys/leaked", Op::ReportLeak),
     ("POST", "/v1/orgs/{org}/users/{user}/remove", Op::RemoveUser),
     (

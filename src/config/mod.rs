@@ -50,8 +50,16 @@ pub struct Config {
     pub roles: BTreeMap<String, BTreeSet<String>>,
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
+    pub limits: LimitsConfig,
     pub server: ServerConfig,
     pub log: LogConfig,
+}
+
+/// Rate limits and quotas (SPEC §7).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitsConfig {
+    pub default_rate_limit: Option<crate::limits::RateLimit>,
+    pub quota_batch: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -167,6 +175,8 @@ pub struct RouteConfig {
     pub permissions: Vec<String>,
     pub workspace: Option<WorkspaceRule>,
     pub auth: bool,
+    /// For keys without a rate limit of their own.
+    pub rate_limit: Option<crate::limits::RateLimit>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -25,6 +25,7 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
 pub const DEFAULT_DRAIN_TIMEOUT: &str = "30s";
 pub const DEFAULT_LAST_USED_FLUSH: &str = "30s";
 pub const DEFAULT_CHANGE_POLL: &str = "250ms";
+pub const DEFAULT_QUOTA_BATCH: u64 = 100;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,6 +58,9 @@ pub struct RawConfig {
     /// Routes, matched by host, method and longest path prefix.
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    /// Rate limits and quotas: the default limit and the quota lease size.
+    #[serde(default)]
+    pub limits: RawLimits,
     /// Listener tuning: workers, timeouts, limits.
     #[serde(default)]
     pub server: RawServer,
@@ -180,6 +184,8 @@ pub struct RawRoute {
     pub workspace: Option<RawWorkspace>,
     /// `key` (default) or `none`.
     pub auth: Option<String>,
+    /// The rate limit of keys on this route that have none of their own (`100/s`).
+    pub rate_limit: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -188,6 +194,17 @@ pub struct RawWorkspace {
     pub header: Option<String>,
     /// 1-based segment of the normalized path.
     pub path_segment: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// The rate limit of keys with none of their own on routes with none (`100/s`).
+    pub default_rate_limit: Option<String>,
+    /// Quota units a gateway leases from the store at a time (default 100): on Redis the
+    /// fleet may admit at most this many per gateway past a quota.
+    #[serde(default, deserialize_with = "scalar_or_text")]
+    pub quota_batch: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -12,6 +12,8 @@ use crate::cache::{CacheSettings, KeyCache};
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::identity::IdentityNames;
+use crate::limiter::{LimitError, LimitHeaders, Limiter};
+use crate::limits::RateLimit;
 use crate::metrics::{Metrics, RouteCounters};
 use crate::proxy::headers;
 use crate::proxy::pool::PooledBody;
@@ -28,7 +30,27 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How often spent quota is reported to the store.
+const QUOTA_FLUSH: Duration = Duration::from_secs(1);
+
+/// `RateLimit-*` and `X-Quota-Remaining` on an answer that a limit applied to (SPEC §7).
+fn limit_headers(h: &mut http::HeaderMap, limits: &LimitHeaders) {
+    if let Some(r) = limits.rate {
+        h.insert(RATELIMIT_LIMIT, HeaderValue::from(r.limit));
+        h.insert(RATELIMIT_REMAINING, HeaderValue::from(r.remaining));
+        h.insert(RATELIMIT_RESET, HeaderValue::from(r.reset_s));
+    }
+    if let Some(q) = limits.quota_remaining {
+        h.insert(X_QUOTA_REMAINING, HeaderValue::from(q));
+    }
+}
+
+const RATELIMIT_LIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: http::HeaderName = http::HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: http::HeaderName = http::HeaderName::from_static("ratelimit-reset");
+const X_QUOTA_REMAINING: http::HeaderName = http::HeaderName::from_static("x-quota-remaining");
 
 /// What the gateway answers with: the upstream's body streamed, or a small JSON refusal.
 pub type Body = Either<PooledBody, Full<Bytes>>;
@@ -40,6 +62,8 @@ struct RequestCtx {
     seen: headers::Seen,
     route: Option<usize>,
     key_id: Option<HeaderValue>,
+    /// What the limits that applied say, for the answer's headers (SPEC §7).
+    limits: LimitHeaders,
 }
 
 /// One request in the `requests_in_flight` gauge, from the first poll of its future until
@@ -68,6 +92,8 @@ struct Routing {
     counters: Vec<RouteCounters>,
     /// Requests that matched no route (404, 400 `bad_path`).
     unrouted: RouteCounters,
+    /// `limits.default_rate_limit`: reloads with the routes.
+    default_rate_limit: Option<RateLimit>,
 }
 
 impl Routing {
@@ -81,6 +107,7 @@ impl Routing {
                 .map(|r| RouteCounters::new(&r.name))
                 .collect(),
             unrouted: RouteCounters::new(""),
+            default_rate_limit: config.limits.default_rate_limit,
         }
     }
 }
@@ -97,6 +124,7 @@ pub enum ReloadError {
 pub struct Gateway {
     routing: ArcSwap<Routing>,
     auth: Authenticator,
+    limiter: Arc<Limiter>,
     identity: IdentityNames,
     forward_credential: bool,
     https: bool,
@@ -113,10 +141,20 @@ impl Gateway {
             negative_ttl: config.cache.negative_ttl,
             stale_if_error: config.cache.stale_if_error,
         };
+        // A meter outlives its key's cache entry by an hour: a window or a quota period
+        // idle that long holds nothing worth keeping.
+        let idle = config.cache.ttl.max(config.cache.stale_if_error) + Duration::from_secs(3600);
+        let limiter = Arc::new(Limiter::new(
+            store.clone(),
+            config.limits.quota_batch,
+            idle,
+            metrics.clone(),
+        ));
         let cache = Arc::new(KeyCache::new(store, settings, metrics.clone()));
         Gateway {
             routing: ArcSwap::from_pointee(Routing::new(config)),
             auth: Authenticator::new(config, cache),
+            limiter,
             identity: IdentityNames::new(&config.identity.prefix),
             forward_credential: config.keys.forward_credential,
             https: config.tls.is_some(),
@@ -130,6 +168,10 @@ impl Gateway {
 
     pub fn cache(&self) -> &Arc<KeyCache> {
         self.auth.cache()
+    }
+
+    pub fn limiter(&self) -> &Arc<Limiter> {
+        &self.limiter
     }
 
     /// Swaps routes and upstreams for those of `new` (roles are read by the CLI and the
@@ -150,6 +192,10 @@ impl Gateway {
             ),
             ("server", old.server == new.server),
             ("log", old.log == new.log),
+            (
+                "limits.quota_batch",
+                old.limits.quota_batch == new.limits.quota_batch,
+            ),
         ];
         if let Some((field, _)) = same.iter().find(|(_, same)| !same) {
             return Err(ReloadError::NeedsRestart(field));
@@ -172,6 +218,7 @@ impl Gateway {
                 .clone()
                 .flush_last_used(config.keys.last_used_flush),
         );
+        tokio::spawn(self.limiter.clone().run_flusher(QUOTA_FLUSH));
     }
 
     /// Answers one request. It never fails (every failure is an answer): the `Result` is
@@ -194,6 +241,7 @@ impl Gateway {
             seen,
             route: None,
             key_id: None,
+            limits: LimitHeaders::default(),
         };
         let method = req.method().clone();
         let routing = self.routing.load_full();
@@ -209,6 +257,7 @@ impl Gateway {
                     resp.headers_mut()
                         .insert(headers::X_REQUEST_ID, ctx.request_id.clone());
                     self.count(&routing, ctx.route, "ok");
+                    limit_headers(resp.headers_mut(), &ctx.limits);
                     resp.map(Either::Left)
                 }
                 Err(e) => {
@@ -225,10 +274,17 @@ impl Gateway {
                         GatewayError::Auth(AuthError::StoreUnavailable(s)) => {
                             tracing::warn!(request_id = ?ctx.request_id, error = %s, "key store unavailable")
                         }
+                        GatewayError::Limit(LimitError::StoreUnavailable(s)) => {
+                            self.metrics.limited(answer.code);
+                            tracing::warn!(request_id = ?ctx.request_id, error = %s, "key store unavailable for quota")
+                        }
+                        GatewayError::Limit(_) => self.metrics.limited(answer.code),
                         _ => {}
                     }
                     tracing::debug!(request_id = ?ctx.request_id, code = answer.code, "refused");
-                    e.into_response(&ctx.request_id).map(Either::Right)
+                    let mut resp = e.into_response(&ctx.request_id);
+                    limit_headers(resp.headers_mut(), &ctx.limits);
+                    resp.map(Either::Right)
                 }
             };
             tracing::debug!(
@@ -287,8 +343,18 @@ impl Gateway {
                 None
             };
 
-            // Limits count admitted requests only, before any upstream work.
-            stages::limit(principal.as_ref())?;
+            // Limits count admitted requests only, before any upstream work; the store is
+            // awaited only when this gateway's leased allowance ran out.
+            if let Some(p) = &principal {
+                let now = coarse_now_ms();
+                let limits = &mut ctx.limits;
+                let default = routing.default_rate_limit;
+                if let Some(pending) =
+                    stages::limit::check(&self.limiter, p, routed.route, default, now, limits)?
+                {
+                    stages::limit::finish(&self.limiter, p, pending, now, limits).await?;
+                }
+            }
 
             let rewritten = stages::rewrite(
                 self,

@@ -83,6 +83,8 @@ pub struct NewKey {
     pub expires: Option<Expiry>,
     pub metadata: BTreeMap<String, String>,
     pub rate_limit: Option<String>,
+    /// `10000/month`, `500/day` or `1000` (SPEC §7).
+    pub quota: Option<String>,
 }
 
 /// `name`-like identifiers: orgs, workspaces, users, metadata keys.
@@ -190,21 +192,6 @@ pub fn check_metadata(m: &BTreeMap<String, String>) -> Result<(), ServiceError> 
         }
     }
     Ok(())
-}
-
-/// `100/s`, `6000/m`, `100000/h`: stored now, enforced by a later version.
-fn check_rate_limit(s: &str) -> Result<(), ServiceError> {
-    let ok = s.split_once('/').is_some_and(|(n, unit)| {
-        n.parse::<u64>().is_ok_and(|n| n > 0) && matches!(unit, "s" | "m" | "h")
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(
-            "rate_limit",
-            format!("`{s}` must look like 100/s, 6000/m or 100000/h"),
-        ))
-    }
 }
 
 /// Why `reveal` finds no secret to show.
@@ -363,6 +350,9 @@ impl KeyService {
         if let Some(r) = &req.rate_limit {
             check_rate_limit(r)?;
         }
+        if let Some(q) = &req.quota {
+            check_quota(q)?;
+        }
         let id = new_key_id();
         let name = match req.name {
             Some(n) => {
@@ -387,6 +377,8 @@ impl KeyService {
             expires_at,
             metadata: req.metadata,
             rate_limit: req.rate_limit,
+            quota: req.quota,
+            usage_epoch: 0,
             state: KeyState::Active,
             created_at: now,
             created_by: actor.to_owned(),
@@ -861,8 +853,11 @@ impl KeyService {
 /// How often a change is tried again after a write conflict.
 const CONFLICT_RETRIES: u32 = 10;
 
-// Declared after `retrying!`, which it uses.
+// Declared after `retrying!`, which they use.
+pub mod limits;
 pub mod orgs;
+
+pub use limits::{check_quota, check_rate_limit};
 
 /// A short, growing, jittered pause, so racing writers stop colliding in lockstep.
 async fn conflict_backoff(attempt: u32) {

@@ -4,8 +4,8 @@
 //! key's sealed secret travels as it is stored (encrypted under the vault key).
 
 use super::{
-    check_ident, check_metadata, check_name, check_rate_limit, check_shape, check_workspaces,
-    invalid,
+    check_ident, check_metadata, check_name, check_quota, check_rate_limit, check_shape,
+    check_workspaces, invalid,
 };
 use super::{KeyService, ServiceError};
 use crate::key::{KeyHash, SealedSecret};
@@ -52,6 +52,10 @@ pub struct ExportedKey {
     pub expires_at: Option<i64>,
     pub metadata: BTreeMap<String, String>,
     pub rate_limit: Option<String>,
+    /// Absent in exports of older keygates. The counters stay in the store they were
+    /// counted in: an imported key starts its quota from zero.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<String>,
     pub state: KeyState,
     pub created_at: i64,
     pub created_by: String,
@@ -93,6 +97,7 @@ impl From<&KeyRecord> for ExportedKey {
             expires_at: k.expires_at,
             metadata: k.metadata.clone(),
             rate_limit: k.rate_limit.clone(),
+            quota: k.quota.clone(),
             state: k.state,
             created_at: k.created_at,
             created_by: k.created_by.clone(),
@@ -129,6 +134,9 @@ fn check_key(k: &ExportedKey) -> Result<(), ServiceError> {
     check_metadata(&k.metadata)?;
     if let Some(r) = &k.rate_limit {
         check_rate_limit(r)?;
+    }
+    if let Some(q) = &k.quota {
+        check_quota(q)?;
     }
     if let Some(h) = k.hint.as_deref().filter(|h| !crate::key::is_hint(h)) {
         return Err(invalid(
@@ -171,6 +179,8 @@ impl ExportedKey {
             expires_at: self.expires_at,
             metadata: self.metadata,
             rate_limit: self.rate_limit,
+            quota: self.quota,
+            usage_epoch: 0,
             state: self.state,
             created_at: self.created_at,
             created_by: self.created_by,

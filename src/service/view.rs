@@ -49,6 +49,8 @@ pub struct KeyView<'a> {
     pub metadata: &'a BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota: Option<&'a str>,
     pub created_at: String,
     pub created_by: &'a str,
     pub last_used_at: Option<String>,
@@ -75,6 +77,7 @@ impl<'a> KeyView<'a> {
             expires_at: k.expires_at.map(rfc3339),
             metadata: &k.metadata,
             rate_limit: k.rate_limit.as_deref(),
+            quota: k.quota.as_deref(),
             created_at: rfc3339(k.created_at),
             created_by: &k.created_by,
             last_used_at: k.last_used_at.map(rfc3339),

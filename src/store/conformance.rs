@@ -20,6 +20,8 @@ pub(crate) async fn key_record_round_trips_with_every_field(store: &impl KeyStor
             ("ticket".to_owned(), "OPS-1 \"quoted\" ✓".to_owned()),
         ]),
         rate_limit: Some("100/s".to_owned()),
+        quota: Some("10000/month".to_owned()),
+        usage_epoch: 3,
         state: KeyState::Revoked,
         last_used_at: Some(1_700_000_500_000),
         revoked_at: Some(1_700_000_600_000),
@@ -656,4 +658,118 @@ pub(crate) async fn suspending_an_org_larger_than_a_feed_batch_publishes_one_dro
     assert!(changes.evict_all && changes.evict.is_empty(), "{changes:?}");
     let found = store.lookup(&many[batch].hash).await;
     assert!(found.expect("lookup").expect("found").org_suspended);
+}
+
+/// Quota leases never add up past the quota within a tag; reports add `used` and give
+/// leases back; a newer tag starts from zero and an older one is served the newer.
+pub(crate) async fn quota_leases_stop_at_the_quota_and_a_newer_tag_starts_from_zero(
+    store: &impl KeyStore,
+) {
+    use crate::store::{QuotaAsk, QuotaCounters, QuotaSettle, QuotaTag};
+    let day5 = QuotaTag {
+        epoch: 0,
+        period: 5,
+    };
+    let ask = |tag, want| QuotaAsk {
+        tag,
+        want,
+        limit: 250,
+        keep_until_ms: Some(4_000_000_000_000),
+    };
+    assert_eq!(store.quota_counters("key_q").await.expect("read"), None);
+    let mut granted = 0;
+    for _ in 0..4 {
+        let g = store
+            .lease_quota("key_q", ask(day5, 100))
+            .await
+            .expect("lease");
+        assert_eq!(g.tag, day5);
+        granted += g.granted;
+    }
+    assert_eq!(granted, 250, "never past the quota");
+    store
+        .settle_quota(&[QuotaSettle {
+            key_id: "key_q".into(),
+            tag: day5,
+            used: 180,
+            release: 20,
+        }])
+        .await
+        .expect("settle");
+    assert_eq!(
+        store.quota_counters("key_q").await.expect("read"),
+        Some(QuotaCounters {
+            tag: day5,
+            leased: 230,
+            used: 180
+        })
+    );
+    // The 20 given back can be leased again.
+    let g = store
+        .lease_quota("key_q", ask(day5, 100))
+        .await
+        .expect("lease");
+    assert_eq!((g.granted, g.leased), (20, 250));
+
+    // A report of another tag is dropped.
+    store
+        .settle_quota(&[QuotaSettle {
+            key_id: "key_q".into(),
+            tag: QuotaTag {
+                epoch: 0,
+                period: 4,
+            },
+            used: 7,
+            release: 0,
+        }])
+        .await
+        .expect("settle");
+    assert_eq!(
+        store
+            .quota_counters("key_q")
+            .await
+            .expect("read")
+            .map(|c| c.used),
+        Some(180)
+    );
+
+    // The next day starts from zero; a gateway still on the old day is served the new one.
+    let day6 = QuotaTag {
+        epoch: 0,
+        period: 6,
+    };
+    let g = store
+        .lease_quota("key_q", ask(day6, 100))
+        .await
+        .expect("lease");
+    assert_eq!((g.granted, g.leased, g.tag), (100, 100, day6));
+    let g = store
+        .lease_quota("key_q", ask(day5, 100))
+        .await
+        .expect("lease");
+    assert_eq!((g.granted, g.leased, g.tag), (100, 200, day6));
+    // A reset (a newer epoch) beats a later period of an older epoch.
+    let reset = QuotaTag {
+        epoch: 1,
+        period: 6,
+    };
+    let g = store
+        .lease_quota("key_q", ask(reset, 100))
+        .await
+        .expect("lease");
+    assert_eq!((g.granted, g.leased, g.tag), (100, 100, reset));
+    let g = store
+        .lease_quota(
+            "key_q",
+            ask(
+                QuotaTag {
+                    epoch: 0,
+                    period: 9,
+                },
+                10,
+            ),
+        )
+        .await
+        .expect("lease");
+    assert_eq!(g.tag, reset);
 }

@@ -11,13 +11,14 @@
 //!
 //! `EmbeddedStore` (here) owns the connections; each store trait is implemented in a file
 //! of its own: `lookup.rs`, `repo.rs` (with its transactions in `writes.rs`), `audit.rs`,
-//! `usage.rs`, `feed.rs`, `health.rs`.
+//! `usage.rs`, `feed.rs`, `meters.rs`, `health.rs`.
 
 mod audit;
 mod codec;
 mod feed;
 mod health;
 mod lookup;
+mod meters;
 mod repo;
 mod schema;
 #[cfg(test)]

@@ -27,6 +27,8 @@ pub(crate) fn key(id: &str, org: &str, workspaces: &[&str], created_at: i64) -> 
         expires_at: None,
         metadata: BTreeMap::new(),
         rate_limit: None,
+        quota: None,
+        usage_epoch: 0,
         state: KeyState::Active,
         created_at,
         created_by: "cli".to_owned(),

@@ -2,7 +2,7 @@
 //! see them only through the traits below, so the embedded SQLite store and the Redis store
 //! (for fleets) are interchangeable and the cache can wrap either. One trait per concern
 //! (`KeyLookup` for the hot path, `KeyRepo`, `AuditLog`, `UsageSink`, `ChangeFeed`,
-//! `Health`), each implemented per store in a file of its own (`embedded/`, `redis/`);
+//! `Meters`, `Health`), each implemented per store in a file of its own (`embedded/`, `redis/`);
 //! `KeyStore` is all of them at once.
 
 #[cfg(test)]
@@ -163,6 +163,106 @@ pub trait ChangeFeed: Send + Sync {
     }
 }
 
+/// A quota's counters are kept per key and per `QuotaTag`: a newer tag (the key's usage was
+/// reset, or a new day or month began) starts from zero. Ordered: epoch, then period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct QuotaTag {
+    /// `KeyRecord::usage_epoch`: bumped by each reset.
+    pub epoch: u64,
+    /// `Quota::period_of`: days or months since 1970, 0 for a total quota.
+    pub period: i64,
+}
+
+/// A gateway asking for more of a key's quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaAsk {
+    pub tag: QuotaTag,
+    pub want: u64,
+    /// The quota: leases never add up past it within a tag.
+    pub limit: u64,
+    /// When the tag's counters may be dropped (unix ms; a day after its period ends),
+    /// `None` for a total quota.
+    pub keep_until_ms: Option<i64>,
+}
+
+/// What `lease_quota` granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaGrant {
+    pub granted: u64,
+    /// Leased by every gateway in the tag, this grant included.
+    pub leased: u64,
+    /// The tag the counters are in. Newer than the asked one when the caller is behind (a
+    /// reset it has not seen yet, a clock behind the fleet's): the grant is of that tag.
+    pub tag: QuotaTag,
+}
+
+/// One gateway's report for one key: requests admitted since its last report, and (when it
+/// stops or lets the key go) the leased units it will not spend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaSettle {
+    pub key_id: String,
+    pub tag: QuotaTag,
+    pub used: u64,
+    pub release: u64,
+}
+
+/// A key's stored quota counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QuotaCounters {
+    pub tag: QuotaTag,
+    /// Granted to gateways (spent, held, or lost with a killed gateway).
+    pub leased: u64,
+    /// Admitted requests, as gateways reported them.
+    pub used: u64,
+}
+
+/// What `lease_rate` granted from a key's fleet-wide window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateGrant {
+    pub granted: u64,
+    /// What the fleet may still admit in this window after the grant.
+    pub remaining: u64,
+    /// Until the store's window ends (the grant is void after), ms.
+    pub window_left_ms: i64,
+    /// When nothing was granted: how long until the window frees one request, ms.
+    pub retry_ms: i64,
+}
+
+/// The counters behind rate limits and quotas (SPEC §7). Gateways take allowance in
+/// batches (leases) and report what they spent, so no request waits on the store except
+/// the one that finds its batch empty.
+#[async_trait]
+pub trait Meters: Send + Sync {
+    /// Leases up to `ask.want` units of a key's quota in `ask.tag`, never past `ask.limit`
+    /// in total. Counters of an older tag are dropped first.
+    async fn lease_quota(&self, key_id: &str, ask: QuotaAsk) -> Result<QuotaGrant, StoreError>;
+
+    /// Adds what gateways report; a report of another tag than the stored one is dropped
+    /// (it counted a period or a usage that a reset has since replaced).
+    async fn settle_quota(&self, batch: &[QuotaSettle]) -> Result<(), StoreError>;
+
+    /// A key's counters, `None` when it never leased.
+    async fn quota_counters(&self, key_id: &str) -> Result<Option<QuotaCounters>, StoreError>;
+
+    /// Leases up to `want` requests of a key's shared rate window (`limit` per `window_ms`,
+    /// a sliding window on the store's clock). `None`: this store keeps no shared windows
+    /// (the embedded store: one gateway), so each gateway counts alone.
+    async fn lease_rate(
+        &self,
+        _key_id: &str,
+        _limit: u64,
+        _window_ms: i64,
+        _want: u64,
+    ) -> Result<Option<RateGrant>, StoreError> {
+        Ok(None)
+    }
+
+    /// Whether `lease_rate` shares windows between gateways.
+    fn shares_rate_windows(&self) -> bool {
+        false
+    }
+}
+
 /// Whether the store can serve, for `/readyz`.
 #[async_trait]
 pub trait Health: Send + Sync {
@@ -175,12 +275,21 @@ pub trait Health: Send + Sync {
 /// parts it needs (`KeyLookup`, `ChangeFeed`, `UsageSink`). Implemented for every type
 /// that implements the parts: a store implements those, never this.
 pub trait KeyStore:
-    KeyLookup + KeyRepo + AuditLog + UsageSink + ChangeFeed + Health + Send + Sync + 'static
+    KeyLookup + KeyRepo + AuditLog + UsageSink + ChangeFeed + Meters + Health + Send + Sync + 'static
 {
 }
 
 impl<T> KeyStore for T where
-    T: KeyLookup + KeyRepo + AuditLog + UsageSink + ChangeFeed + Health + Send + Sync + 'static
+    T: KeyLookup
+        + KeyRepo
+        + AuditLog
+        + UsageSink
+        + ChangeFeed
+        + Meters
+        + Health
+        + Send
+        + Sync
+        + 'static
 {
 }
 

@@ -52,8 +52,13 @@ pub struct KeyRecord {
     pub permissions: Vec<String>,
     pub expires_at: Option<i64>,
     pub metadata: BTreeMap<String, String>,
-    /// Stored as given (`100/s`); enforced by a later version.
+    /// As given (`100/s`), checked by `limits::RateLimit::parse` when written.
     pub rate_limit: Option<String>,
+    /// As given (`10000/month`), checked by `limits::Quota::parse` when written.
+    pub quota: Option<String>,
+    /// Bumped by each usage reset: quota counters are kept per epoch, so a reset starts
+    /// every gateway from zero without touching their counters (`QuotaTag`).
+    pub usage_epoch: u64,
     pub state: KeyState,
     pub created_at: i64,
     pub created_by: String,

@@ -20,6 +20,11 @@ struct StoredKey {
     #[serde(default)]
     metadata: BTreeMap<String, String>,
     rate_limit: Option<String>,
+    /// Absent in records written before quotas existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    quota: Option<String>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    usage_epoch: u64,
     state: KeyState,
     created_by: String,
     revoked_at: Option<i64>,
@@ -30,6 +35,10 @@ struct StoredKey {
     /// Recoverable keys only (`v1:<hex>`); absent in records written without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sealed_secret: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The attributes a store keeps beside the JSON (columns, hash fields).
@@ -55,6 +64,8 @@ pub(crate) fn key_json(key: &KeyRecord) -> String {
         expires_at: key.expires_at,
         metadata: key.metadata.clone(),
         rate_limit: key.rate_limit.clone(),
+        quota: key.quota.clone(),
+        usage_epoch: key.usage_epoch,
         state: key.state,
         created_by: key.created_by.clone(),
         revoked_at: key.revoked_at,
@@ -82,6 +93,8 @@ pub(crate) fn key_from_json(record: &str, f: KeyFields) -> Result<KeyRecord, Str
         expires_at: s.expires_at,
         metadata: s.metadata,
         rate_limit: s.rate_limit,
+        quota: s.quota,
+        usage_epoch: s.usage_epoch,
         state: s.state,
         created_at: f.created_at,
         created_by: s.created_by,

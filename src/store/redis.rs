@@ -25,6 +25,8 @@
 //! | `{kg}:events` | stream | change events, id `<seq>-1`, fields `hash` (hex, or `*`: drop everything) and `at` (unix ms, Redis TIME); trimmed to about `STREAM_MAXLEN` entries |
 //! | `{kg}:events:seq` | string | the last change seq: where a new gateway starts |
 //! | `{kg}:events:epoch` | string | set by the first write to an empty Redis (its `TIME`) |
+//! | `{kg}:quota:<id>` | hash | the key's quota counters: `epoch`, `period` (the tag), `leased`, `used`; expires a day after its period |
+//! | `{kg}:rate:<id>:<window ms>:<index>` | string | requests leased in one window of the key's shared rate limit; expires after two windows |
 //!
 //! Orgs and users may contain `:`, hence the length prefix in the user keys. Listing by
 //! workspace loads the org's (or every) key and filters, as the embedded store does.
@@ -59,7 +61,7 @@
 //!
 //! `RedisStore` (here) owns the connections, the timeouts and the breaker; each store
 //! trait is implemented in a file of its own: `lookup.rs`, `repo.rs`, `audit.rs`,
-//! `usage.rs`, `feed.rs` (with the stream reading), `health.rs`.
+//! `usage.rs`, `feed.rs` (with the stream reading), `meters.rs`, `health.rs`.
 
 mod audit;
 mod breaker;
@@ -68,6 +70,7 @@ mod feed;
 mod health;
 mod keys;
 mod lookup;
+mod meters;
 mod repo;
 mod scripts;
 #[cfg(test)]

@@ -647,6 +647,7 @@ pub fn well_formed_unknown_key() -> String {
 pub mod admin;
 pub mod certs;
 pub mod redis;
+pub mod switchable;
 
 /// An HTTP/1.1 client connection over `io` (TCP, or TLS), driven by a task of its own: for
 /// tests that watch a response head before its body, a body frame by frame, or an upload.

@@ -7,6 +7,7 @@ use crate::admin::json;
 use crate::admin::scope::{self, key_in_scope};
 use crate::config::{parse_duration, AdminToken};
 use crate::error::AdminError;
+use crate::service::limits::LimitChange;
 use crate::service::view::parse_rfc3339;
 use crate::service::{Expiry, KeyService, NewKey};
 use crate::store::{KeyFilter, KeyRecord, KeyType};
@@ -37,12 +38,26 @@ struct CreateBody {
     #[serde(default)]
     metadata: BTreeMap<String, String>,
     rate_limit: Option<String>,
+    /// `"10000/month"`, `"500/day"`, or a number (for the key's life).
+    quota: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RotateBody {
     grace: Option<String>,
+}
+
+/// A quota as JSON gives it: its text, or a whole number (a quota for the key's life).
+fn quota_text(v: &serde_json::Value) -> Result<String, AdminError> {
+    match v {
+        serde_json::Value::String(s) => Ok(s.clone()),
+        serde_json::Value::Number(n) if n.is_u64() => Ok(n.to_string()),
+        _ => Err(AdminError::invalid(
+            "quota",
+            "must be a string like \"10000/month\" or \"500/day\", a whole number, or null to clear it",
+        )),
+    }
 }
 
 /// The key, if the token may manage it (403 `outside_token_scope` otherwise).
@@ -115,6 +130,7 @@ pub(super) async fn create(svc: &KeyService, token: &AdminToken, req: Request<In
         expires,
         metadata: b.metadata,
         rate_limit: b.rate_limit,
+        quota: b.quota.as_ref().map(quota_text).transpose()?,
     };
     let (key, secret) = svc.create(req, &token.name).await?;
     Ok(json(StatusCode::CREATED, &with_secret(&key, &secret)))
@@ -154,14 +170,32 @@ pub(super) async fn patch(
 ) -> Answer {
     let actor = token.name.as_str();
     let patch: serde_json::Map<String, serde_json::Value> = body(req).await?;
-    // Only name and metadata change after creation; anything else is refused
+    // Only name, metadata and limits change after creation; anything else is refused
     // whole, before anything is written.
     if let Some(field) = patch
         .keys()
-        .find(|k| !matches!(k.as_str(), "name" | "metadata"))
+        .find(|k| !matches!(k.as_str(), "name" | "metadata" | "rate_limit" | "quota"))
     {
         return Err(AdminError::ImmutableField(field.clone()));
     }
+    let limits = LimitChange {
+        rate_limit: match patch.get("rate_limit") {
+            None => None,
+            Some(serde_json::Value::Null) => Some(None),
+            Some(serde_json::Value::String(s)) => Some(Some(s.clone())),
+            Some(_) => {
+                return Err(AdminError::invalid(
+                    "rate_limit",
+                    "must be a string like \"100/s\", or null to clear it",
+                ))
+            }
+        },
+        quota: match patch.get("quota") {
+            None => None,
+            Some(serde_json::Value::Null) => Some(None),
+            Some(v) => Some(Some(quota_text(v)?)),
+        },
+    };
     let name = match patch.get("name") {
         None => None,
         Some(serde_json::Value::String(s)) => Some(s.clone()),
@@ -174,6 +208,12 @@ pub(super) async fn patch(
                 .map_err(|_| AdminError::invalid("metadata", "must be an object of strings"))?,
         ),
     };
+    if let Some(Some(r)) = &limits.rate_limit {
+        crate::service::check_rate_limit(r)?;
+    }
+    if let Some(Some(q)) = &limits.quota {
+        crate::service::check_quota(q)?;
+    }
     let mut key = scoped_key(svc, token, id).await?;
     if let Some(m) = &metadata {
         crate::service::check_metadata(m)?;
@@ -183,6 +223,9 @@ pub(super) async fn patch(
     }
     if let Some(m) = metadata {
         key = svc.set_metadata(&key.id, m, actor).await?;
+    }
+    if !limits.is_empty() {
+        key = svc.set_limits(&key.id, &limits, actor).await?;
     }
     ok(key_json(&key))
 }

@@ -12,6 +12,7 @@ mod keys;
 mod leaks;
 mod orgs;
 mod request;
+mod usage;
 mod users;
 
 use super::routes::Op;
@@ -43,6 +44,8 @@ pub(super) async fn run(
         Op::EnableKey => keys::enable(svc, token, &p.id).await,
         Op::RotateKey => keys::rotate(svc, token, &p.id, req).await,
         Op::RevealSecret => keys::reveal(svc, token, &p.id).await,
+        Op::KeyUsage => usage::get(svc, token, &p.id).await,
+        Op::ResetUsage => usage::reset(svc, token, &p.id).await,
         Op::ReportLeak => leaks::report(svc, token, req).await,
         Op::RemoveUser => users::remove(svc, token, &p.org, &p.user).await,
         Op::RestoreUser => users::restore(svc, token, &p.org, &p.user).await,

@@ -9,6 +9,7 @@ mod admin;
 mod cache;
 mod identity;
 mod keys;
+mod limits;
 mod roles;
 mod routes;
 mod server;
@@ -37,6 +38,7 @@ pub(super) fn validate(
     admin::check_token_limits(&mut e, &admin.tokens, &roles);
     let (upstreams, upstream_index) = upstreams::upstreams(raw.upstreams, &mut e);
     let routes = routes::routes(raw.routes, &upstream_index, &mut e);
+    let limits = limits::limits(raw.limits, &mut e);
     let server = server::server(raw.server, &mut e);
     let log = server::log(raw.log, &mut e);
 
@@ -54,6 +56,7 @@ pub(super) fn validate(
         roles,
         upstreams,
         routes,
+        limits,
         server,
         log,
     })

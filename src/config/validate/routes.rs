@@ -141,6 +141,17 @@ pub(super) fn routes(
             ),
             _ => {}
         }
+        let rate_limit = r.rate_limit.as_deref().and_then(|l| {
+            crate::limits::RateLimit::parse(l)
+                .map_err(|err| e.push(format!("{field}.rate_limit"), err.to_string()))
+                .ok()
+        });
+        if !auth && rate_limit.is_some() {
+            e.push(
+                format!("{field}.rate_limit"),
+                "an `auth: none` route has no key to count a rate limit against",
+            );
+        }
         let name = r.name.unwrap_or_else(|| path.clone());
         routes.push(RouteConfig {
             name,
@@ -151,6 +162,7 @@ pub(super) fn routes(
             permissions,
             workspace,
             auth,
+            rate_limit,
         });
     }
     routes

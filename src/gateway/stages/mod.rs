@@ -5,12 +5,11 @@
 mod authenticate;
 mod authorize;
 pub mod forward;
-mod limit;
+pub mod limit;
 mod rewrite;
 mod route;
 
 pub use authenticate::credential;
 pub use authorize::authorize;
-pub use limit::limit;
 pub use rewrite::rewrite;
 pub use route::route;

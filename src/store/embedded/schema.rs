@@ -15,7 +15,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
 type Migration = fn(&Transaction<'_>) -> rusqlite::Result<()>;
 
 /// Step `i` takes a file from version `i` to version `i + 1`.
-const MIGRATIONS: &[Migration] = &[v1_initial, v2_versions, v3_orgs];
+const MIGRATIONS: &[Migration] = &[v1_initial, v2_versions, v3_orgs, v4_quotas];
 
 /// The newest schema this build reads and writes.
 pub(super) const SUPPORTED_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -73,6 +73,20 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     tx.commit()?;
     Ok(())
+}
+
+/// Version 4: quota counters (SPEC §7), one row per key that ever leased, holding the
+/// current tag only (a newer epoch or period replaces the row's counts).
+fn v4_quotas(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE quota_usage (
+             key_id TEXT PRIMARY KEY NOT NULL,
+             epoch  INTEGER NOT NULL,
+             period INTEGER NOT NULL,
+             leased INTEGER NOT NULL,
+             used   INTEGER NOT NULL
+         ) WITHOUT ROWID;",
+    )
 }
 
 /// Version 3: org suspension (SPEC §8). A row only for orgs someone suspended or

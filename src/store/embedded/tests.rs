@@ -72,10 +72,13 @@ async fn a_version_2_file_gains_org_states_and_keeps_its_keys_active() {
     let dir = TempDir::new().expect("tempdir");
     let k = key("key_old", "acme", &["*"], 1);
     {
-        // A file as keygate built it before org suspension: no `orgs` table, version 2.
+        // A file as keygate built it before org suspension (and quotas): version 2.
         let store = open(&dir);
         save(&store, std::slice::from_ref(&k)).await;
-        raw(&store, "DROP TABLE orgs; PRAGMA user_version = 2;");
+        raw(
+            &store,
+            "DROP TABLE orgs; DROP TABLE quota_usage; PRAGMA user_version = 2;",
+        );
     }
     let store = open(&dir);
     let found = store.lookup(&k.hash).await.expect("lookup").expect("found");
@@ -489,4 +492,25 @@ async fn a_failed_save_writes_nothing() {
 async fn a_save_from_a_stale_read_is_a_conflict_and_writes_nothing() {
     let dir = TempDir::new().expect("tempdir");
     conformance::a_save_from_a_stale_read_is_a_conflict_and_writes_nothing(&open(&dir)).await;
+}
+
+#[tokio::test]
+async fn quota_leases_stop_at_the_quota_and_a_newer_tag_starts_from_zero() {
+    let dir = TempDir::new().expect("tempdir");
+    conformance::quota_leases_stop_at_the_quota_and_a_newer_tag_starts_from_zero(&open(&dir)).await;
+}
+
+#[tokio::test]
+async fn the_embedded_store_shares_no_rate_windows() {
+    use crate::store::Meters;
+    let dir = TempDir::new().expect("tempdir");
+    let store = open(&dir);
+    assert!(!store.shares_rate_windows());
+    assert_eq!(
+        store
+            .lease_rate("key_a", 10, 1_000, 1)
+            .await
+            .expect("lease"),
+        None
+    );
 }

@@ -61,3 +61,14 @@ pub(super) fn events_seq() -> String {
 pub(super) fn events_epoch() -> String {
     format!("{PREFIX}events:epoch")
 }
+
+/// A key's quota counters (`Meters`).
+pub(super) fn quota(id: &str) -> String {
+    format!("{PREFIX}quota:{id}")
+}
+
+/// The base name of a key's shared rate windows of `window_ms`; the script appends the
+/// window index.
+pub(super) fn rate(id: &str, window_ms: i64) -> String {
+    format!("{PREFIX}rate:{id}:{window_ms}")
+}

@@ -317,6 +317,90 @@ end
 return out
 "#;
 
+/// KEYS[1]: the key's quota hash (`epoch`, `period`, `leased`, `used`); ARGV[2..3]: the
+/// caller's tag (epoch, period); ARGV[4]: how many it wants; ARGV[5]: the quota; ARGV[6]:
+/// when the period's counters may go (unix ms, 0: never). A stored tag newer than the
+/// caller's wins (the grant is of it); an older one is replaced by the caller's, from zero.
+/// Returns `{granted, leased, epoch, period}`.
+const LEASE_QUOTA: &str = r#"
+local k = KEYS[1]
+local e, p = tonumber(ARGV[2]), tonumber(ARGV[3])
+local want, limit = tonumber(ARGV[4]), tonumber(ARGV[5])
+local s = redis.call('HMGET', k, 'epoch', 'period', 'leased', 'used')
+local se, sp = tonumber(s[1]), tonumber(s[2])
+local leased, used = 0, 0
+local newer = se and (se > e or (se == e and sp > p))
+if se and (newer or (se == e and sp == p)) then
+  e, p = se, sp
+  leased, used = tonumber(s[3]) or 0, tonumber(s[4]) or 0
+end
+local grant = math.max(0, math.min(want, limit - leased))
+leased = leased + grant
+redis.call('HSET', k, 'epoch', string.format('%d', e), 'period', string.format('%d', p),
+  'leased', string.format('%d', leased), 'used', string.format('%d', used))
+if not newer and tonumber(ARGV[6]) > 0 then
+  redis.call('PEXPIREAT', k, ARGV[6])
+end
+return {grant, leased, string.format('%d', e), string.format('%d', p)}
+"#;
+
+/// ARGV[2]: the number of reports, then 5 values each (key id, epoch, period, used,
+/// release). A report of another tag than the stored one is dropped.
+const SETTLE_QUOTA: &str = r#"
+local n = tonumber(ARGV[2])
+for i = 0, n - 1 do
+  local a = 3 + i * 5
+  local k = P .. 'quota:' .. ARGV[a]
+  local s = redis.call('HMGET', k, 'epoch', 'period', 'leased')
+  if s[1] == ARGV[a + 1] and s[2] == ARGV[a + 2] then
+    redis.call('HINCRBY', k, 'used', ARGV[a + 3])
+    local left = (tonumber(s[3]) or 0) - tonumber(ARGV[a + 4])
+    if left < 0 then left = 0 end
+    redis.call('HSET', k, 'leased', string.format('%d', left))
+  end
+end
+return n
+"#;
+
+/// KEYS[1]: the key's rate-window base name (`{kg}:rate:<id>:<window ms>`, one counter per
+/// window index after it); ARGV[2..4]: limit, window ms, how many the caller wants.
+///
+/// A sliding window on Redis's clock: the previous window's count weighs by the share of
+/// it still inside the last `window` ms. Returns `{granted, remaining, ms left in this
+/// window, ms until one request frees (when none was granted)}`.
+const LEASE_RATE: &str = r#"
+local base = KEYS[1]
+local limit, w, want = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local idx = math.floor(now / w)
+local into = now - idx * w
+local frac = into / w
+local cur_k = base .. ':' .. string.format('%d', idx)
+local cur = tonumber(redis.call('GET', cur_k)) or 0
+local prev = tonumber(redis.call('GET', base .. ':' .. string.format('%d', idx - 1))) or 0
+local free = limit - (math.floor(prev * (1 - frac)) + cur)
+local grant = 0
+if free > 0 then grant = math.min(want, free) end
+if grant > 0 then
+  redis.call('INCRBY', cur_k, grant)
+  redis.call('PEXPIRE', cur_k, 2 * w + 1000)
+end
+local left = w - into
+local retry = 0
+if grant == 0 then
+  local need = limit - 1 - cur
+  if need >= 0 and prev > 0 then
+    retry = math.max(1, math.ceil((1 - need / prev - frac) * w))
+  else
+    local f = 0
+    if cur > 0 then f = math.max(0, 1 - (limit - 1) / cur) end
+    retry = left + math.ceil(f * w)
+  end
+end
+return {grant, math.max(0, free - grant), left, retry}
+"#;
+
 fn writer(body: &str) -> Script {
     Script::new(&format!("{COMMON}{FEED}{body}"))
 }
@@ -336,3 +420,6 @@ pub(super) static RECORD_LAST_USED_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| writer(RECORD_LAST_USED));
 pub(super) static LOOKUP_SCRIPT: LazyLock<Script> = LazyLock::new(|| reader(LOOKUP));
 pub(super) static AUDIT_SCRIPT: LazyLock<Script> = LazyLock::new(|| reader(AUDIT));
+pub(super) static LEASE_QUOTA_SCRIPT: LazyLock<Script> = LazyLock::new(|| reader(LEASE_QUOTA));
+pub(super) static SETTLE_QUOTA_SCRIPT: LazyLock<Script> = LazyLock::new(|| reader(SETTLE_QUOTA));
+pub(super) static LEASE_RATE_SCRIPT: LazyLock<Script> = LazyLock::new(|| reader(LEASE_RATE));

@@ -867,3 +867,47 @@ async fn a_cluster_round_trip() {
     assert_eq!(store.audit(&all_events()).await.expect("audit").len(), 3);
     store.ping().await.expect("ping");
 }
+
+#[tokio::test]
+async fn quota_leases_stop_at_the_quota_and_a_newer_tag_starts_from_zero() {
+    let server = Server::start();
+    conformance::quota_leases_stop_at_the_quota_and_a_newer_tag_starts_from_zero(&server.store())
+        .await;
+}
+
+/// The shared window grants at most the limit, to any number of callers, and says how
+/// long until it frees room once it is full.
+#[tokio::test]
+async fn a_shared_rate_window_grants_at_most_its_limit() {
+    use crate::store::Meters;
+    let server = Server::start();
+    let a = server.store();
+    let b = server.store();
+    assert!(a.shares_rate_windows());
+    // An hour's window: the test cannot cross into the next one.
+    let hour = 3_600_000;
+    let mut granted = 0;
+    for i in 0..20 {
+        let store = if i % 2 == 0 { &a } else { &b };
+        let g = store
+            .lease_rate("key_r", 50, hour, 7)
+            .await
+            .expect("lease")
+            .expect("shared");
+        granted += g.granted;
+        assert!(g.window_left_ms > 0 && g.window_left_ms <= hour);
+        if g.granted == 0 {
+            assert!(g.retry_ms > 0, "{g:?}");
+            assert_eq!(g.remaining, 0);
+        }
+    }
+    // A fresh Redis: no previous window weighs.
+    assert_eq!(granted, 50);
+    // Another key's window is its own.
+    let g = a
+        .lease_rate("key_s", 50, hour, 7)
+        .await
+        .expect("lease")
+        .expect("shared");
+    assert_eq!(g.granted, 7);
+}
