@@ -136,10 +136,10 @@ pub enum KeysCommand {
     Limit {
         id: String,
         /// `100/s`, `6000/m`, `100000/h`, or `none` to clear it.
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         rate_limit: Option<String>,
         /// `10000/month`, `500/day`, `1000` (for the key's life), or `none` to clear it.
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         quota: Option<String>,
     },
     /// Show a key's limits and quota usage; `--reset` starts its quota from zero.
@@ -197,10 +197,10 @@ pub struct CreateArgs {
     #[arg(long = "meta", value_parser = parse_meta)]
     pub meta: Vec<(String, String)>,
     /// The key's rate limit: `100/s`, `6000/m` or `100000/h`.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub rate_limit: Option<String>,
     /// The key's usage quota: `10000/month`, `500/day`, or `1000` for its life.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub quota: Option<String>,
 }
 
