@@ -7,6 +7,8 @@
       Deterministic for a SEED (benchmark keys, not secrets). Writes into OUT_DIR:
         keys.txt          one key a line (the first is the benchmark key)
         keys.jsonl        `keygate keys import` lines: hashed records (sha256 hex), never secrets
+        keys-limited.jsonl  the same keys with a rate limit (1000000/s) and a quota (2^53)
+                          that the load never reaches: what counting them costs
         keys.nginx.map    nginx map entries       "Bearer <key>" 1;
         keys.nginx.id.map   (nginx-same)          "Bearer <key>" "<key id>";
         keys.nginx.F.map    other identity fields "<key id>" "<value>";
@@ -80,7 +82,8 @@ def cmd_keys(out, n, prefix, seed):
         f.write("\n".join(keys) + "\n")
     with open(os.path.join(out, "unknown.txt"), "w") as f:
         f.write(unknown + "\n")
-    with open(os.path.join(out, "keys.jsonl"), "w") as f:
+    with open(os.path.join(out, "keys.jsonl"), "w") as f, \
+            open(os.path.join(out, "keys-limited.jsonl"), "w") as limited:
         for i, k in enumerate(keys):
             while True:
                 kid = "key_" + "".join(rng.choice(ALPHABET) for _ in range(ID_RANDOM_LEN))
@@ -111,6 +114,10 @@ def cmd_keys(out, n, prefix, seed):
                 "rotated_to": None,
             }
             f.write(json.dumps(rec, separators=(",", ":")) + "\n")
+            # The same key with a rate limit and a quota that the load never reaches
+            # (keygate-limits, kg-redis-limits): what counting them costs.
+            limited.write(json.dumps(dict(rec, rate_limit="1000000/s", quota=str(2**53)),
+                                     separators=(",", ":")) + "\n")
     with open(os.path.join(out, "keys.nginx.map"), "w") as f:
         for k in keys:
             f.write(f'"Bearer {k}" 1;\n')

@@ -200,7 +200,7 @@ pub enum AdminError {
     BadJson(#[source] serde_json::Error),
     #[error("{0}")]
     BadQuery(String),
-    #[error("`{0}` cannot be changed after creation; only `name` and `metadata` can")]
+    #[error("`{0}` cannot be changed after creation; only `name`, `metadata`, `rate_limit` and `quota` can")]
     ImmutableField(String),
     #[error("{field}: {message}")]
     Invalid {

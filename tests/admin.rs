@@ -282,7 +282,7 @@ async fn unknown_ids_are_404_and_write_nothing() {
 // ---------------------------------------------------------------- patch
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn patch_changes_name_and_metadata_only() {
+async fn patch_changes_name_metadata_and_limits_only() {
     let gw = TestGateway::start().await;
     let k = create(
         &gw,
@@ -356,7 +356,8 @@ async fn patch_changes_name_and_metadata_only() {
         json!({ "inherit": true }),
         json!({ "status": "active" }),
         json!({ "id": "key_other" }),
-        json!({ "rate_limit": "1/s" }),
+        // (`rate_limit` and `quota` change since issue 16: tests/limits.rs.)
+        json!({ "hint": "kg_…abcd" }),
         json!({ "name": "sneaky", "roles": ["editor"] }),
         json!({ "metadata": { "x": "y" }, "created_by": "me" }),
     ] {

@@ -33,6 +33,8 @@ pub struct Meter {
     quota: Mutex<QuotaState>,
     /// One quota lease at a time per key; those who waited find its units.
     leasing: tokio::sync::Mutex<()>,
+    /// One rate-window lease at a time per key, likewise.
+    rate_leasing: tokio::sync::Mutex<()>,
     /// On the flusher's list.
     dirty: AtomicBool,
 }
@@ -113,6 +115,7 @@ impl Limiter {
                 rates: Mutex::default(),
                 quota: Mutex::default(),
                 leasing: tokio::sync::Mutex::const_new(()),
+                rate_leasing: tokio::sync::Mutex::const_new(()),
                 dirty: AtomicBool::new(false),
             })
         })
@@ -139,6 +142,12 @@ impl Limiter {
     /// Leases from the fleet's window and counts the request; on a store failure the
     /// gateway counts alone for a second.
     pub async fn lease_rate(&self, meter: &Meter, rate: RateLimit) -> RateVerdict {
+        let _one = meter.rate_leasing.lock().await;
+        // Another request may have leased while this one waited.
+        match self.check_rate(meter, rate, monotonic_coarse_ms()) {
+            RateVerdict::Lease => {}
+            done => return done,
+        }
         self.metrics.meter_calls.inc();
         let want = window::lease_size(rate);
         match self
