@@ -167,18 +167,26 @@ impl Window {
     }
 
     /// Takes in what the fleet's window granted at `now`.
+    ///
+    /// A full window (nothing granted, or the grant took the last of it) is not asked
+    /// again before `pause`: a tenth of the window, at most a second. So a key whose fleet
+    /// is over its limit costs the store at most 10 calls a second per gateway, whatever
+    /// the offered load, and refusals are answered here.
     pub fn granted(&mut self, grant: RateGrant, now: i64) {
+        let pause = (self.window_ms / 10).clamp(1, 1_000);
         if grant.granted > 0 {
             self.tokens = grant.granted;
             self.tokens_until = now + grant.window_left_ms;
             self.fleet_remaining = grant.remaining;
-            self.blocked_until = i64::MIN;
+            self.blocked_until = if grant.remaining == 0 {
+                now + pause
+            } else {
+                i64::MIN
+            };
         } else {
             self.tokens = 0;
             self.fleet_remaining = 0;
-            // Not asked again before a twentieth of the window: a full window costs the
-            // store at most 20 calls per gateway, whatever the offered load.
-            self.blocked_until = now + grant.retry_ms.max(self.window_ms / 20).max(1);
+            self.blocked_until = now + grant.retry_ms.max(pause);
         }
     }
 }
@@ -282,22 +290,41 @@ mod tests {
             },
             3,
         );
-        // Blocked for a twentieth of the window, not the 10 ms the store said.
+        // Blocked for a tenth of the window, not the 10 ms the store said.
         assert!(matches!(
-            w.admit_fleet(per_s(100), 40),
+            w.admit_fleet(per_s(100), 60),
             RateVerdict::Refuse(_, 1)
         ));
-        assert_eq!(w.admit_fleet(per_s(100), 53), RateVerdict::Lease);
+        assert_eq!(w.admit_fleet(per_s(100), 103), RateVerdict::Lease);
+        // A grant that took the last of the window is spent, then not asked again at once.
+        w.granted(
+            RateGrant {
+                granted: 1,
+                remaining: 0,
+                window_left_ms: 800,
+                retry_ms: 0,
+            },
+            103,
+        );
+        assert!(matches!(
+            w.admit_fleet(per_s(100), 104),
+            RateVerdict::Admit(_)
+        ));
+        assert!(matches!(
+            w.admit_fleet(per_s(100), 105),
+            RateVerdict::Refuse(_, 1)
+        ));
+        assert_eq!(w.admit_fleet(per_s(100), 203), RateVerdict::Lease);
         // Tokens of a window that ended are void.
         w.granted(
             RateGrant {
                 granted: 5,
-                remaining: 0,
+                remaining: 10,
                 window_left_ms: 10,
                 retry_ms: 0,
             },
-            100,
+            300,
         );
-        assert_eq!(w.admit_fleet(per_s(100), 111), RateVerdict::Lease);
+        assert_eq!(w.admit_fleet(per_s(100), 311), RateVerdict::Lease);
     }
 }
