@@ -174,12 +174,19 @@ pub struct RawRoute {
     /// Exact host (without port), any letter case.
     pub host: Option<String>,
     pub methods: Option<Vec<String>>,
-    pub upstream: String,
+    /// An `upstreams` name; required, except on a verify route, which takes none.
+    pub upstream: Option<String>,
     #[serde(default)]
     pub permissions: Vec<String>,
     pub workspace: Option<RawWorkspace>,
     /// `key` (default) or `none`.
     pub auth: Option<String>,
+    /// A forward-auth endpoint (SPEC §8): forwards nothing, but judges the request named
+    /// by `X-Forwarded-Method`/`-Uri` or `X-Original-Method`/`-URI` as the route it matches
+    /// would, and answers 200 with the identity headers or the refusal. It takes no
+    /// `upstream`, `permissions`, `workspace` or `auth`: the matched route's rules apply.
+    #[serde(default, deserialize_with = "scalar_or_text")]
+    pub verify: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
