@@ -31,6 +31,30 @@ pub enum GatewayError {
     Proxy(#[from] ProxyError),
     #[error(transparent)]
     Limit(#[from] LimitError),
+    #[error(transparent)]
+    BadVerifyRequest(#[from] VerifyRequestError),
+}
+
+/// A forward-auth check (a `verify: true` route, SPEC §8) that does not say which request
+/// it asks about, or says it in two ways that differ. Raised by
+/// `gateway/stages/verify.rs`; here, below the gateway, as `BadHost` is.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyRequestError {
+    #[error("name the request to check: X-Forwarded-Method and X-Forwarded-Uri (Traefik), X-Original-Method and X-Original-URI (nginx), or a path below the verify route's (Envoy ext_authz path_prefix)")]
+    Missing,
+    #[error("{present} without {missing}: the original method and URI come together")]
+    Incomplete {
+        present: &'static str,
+        missing: &'static str,
+    },
+    #[error("more than one {0} header")]
+    Repeated(&'static str),
+    #[error("{0} and {1} name different requests")]
+    Conflicting(&'static str, &'static str),
+    #[error("{0} is not an HTTP method")]
+    BadMethod(&'static str),
+    #[error("{0} is not a request target (a path, with its query)")]
+    BadUri(&'static str),
 }
 
 const BEARER: &str = "Bearer realm=\"keygate\"";
@@ -120,6 +144,7 @@ impl GatewayError {
             GatewayError::Proxy(ProxyError::Timeout { .. }) => {
                 answer(S::GATEWAY_TIMEOUT, "upstream_timeout", None)
             }
+            GatewayError::BadVerifyRequest(_) => answer(S::BAD_REQUEST, "bad_verify_request", None),
         }
     }
 

@@ -15,8 +15,9 @@ use std::sync::{Arc, OnceLock};
 
 use std::time::Duration;
 
-/// Every verdict code a request can end with; `ok` for a forwarded request.
-pub const CODES: [&str; 22] = [
+/// Every verdict code a request can end with; `ok` for a forwarded request or a passing
+/// forward-auth check.
+pub const CODES: [&str; 23] = [
     "ok",
     "missing_key",
     "multiple_keys",
@@ -37,6 +38,7 @@ pub const CODES: [&str; 22] = [
     "bad_path",
     "bad_host",
     "bad_body",
+    "bad_verify_request",
     "upstream_unavailable",
     "upstream_timeout",
 ];

@@ -67,10 +67,32 @@ impl Router {
         method: &Method,
         path: &str,
     ) -> Option<(usize, &RouteConfig)> {
+        self.find_among(host, method, path, true)
+    }
+
+    /// The route for the request a forward-auth check names (SPEC §8): as `find`, but
+    /// never a verify route, which judges requests and is none to judge by.
+    pub fn find_target(
+        &self,
+        host: Option<&str>,
+        method: &Method,
+        path: &str,
+    ) -> Option<(usize, &RouteConfig)> {
+        self.find_among(host, method, path, false)
+    }
+
+    fn find_among(
+        &self,
+        host: Option<&str>,
+        method: &Method,
+        path: &str,
+        verify_routes: bool,
+    ) -> Option<(usize, &RouteConfig)> {
         let fits = |r: &RouteConfig| {
-            r.host
-                .as_deref()
-                .is_none_or(|h| host.is_some_and(|got| got.eq_ignore_ascii_case(h)))
+            (verify_routes || !r.verify)
+                && r.host
+                    .as_deref()
+                    .is_none_or(|h| host.is_some_and(|got| got.eq_ignore_ascii_case(h)))
                 && r.methods.as_ref().is_none_or(|ms| ms.contains(method))
         };
         let Some(by_path) = &self.by_path else {
@@ -167,6 +189,34 @@ mod tests {
                 .map(|(_, r)| r.path.as_str()),
             Some("/v1/models/x")
         );
+    }
+
+    /// A forward-auth check is judged by the route its request matches, never by a verify
+    /// route: `find_target` passes over them, in small and in indexed tables alike.
+    #[test]
+    fn find_target_never_picks_a_verify_route() {
+        for extra in [0, INDEX_FROM] {
+            let mut yaml = String::from(
+                "upstreams: { api: { targets: [\"http://127.0.0.1:9\"] } }\nroutes:\n  - { path: /, upstream: api }\n  - { path: /_verify, verify: true }\n",
+            );
+            for i in 0..extra {
+                yaml.push_str(&format!("  - {{ path: /filler/{i}, upstream: api }}\n"));
+            }
+            let config = Config::from_yaml(&yaml, &|_| None).expect("config");
+            let router = Router::new(&config);
+            let path = |found: Option<(usize, &RouteConfig)>| found.map(|(_, r)| r.path.clone());
+            for p in ["/_verify", "/_verify/v1"] {
+                assert_eq!(
+                    path(router.find(None, &Method::GET, p)).as_deref(),
+                    Some("/_verify")
+                );
+                assert_eq!(
+                    path(router.find_target(None, &Method::GET, p)).as_deref(),
+                    Some("/"),
+                    "{p}"
+                );
+            }
+        }
     }
 
     #[test]

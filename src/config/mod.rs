@@ -169,14 +169,17 @@ pub struct RouteConfig {
     /// Lower-case host without port.
     pub host: Option<String>,
     pub methods: Option<Vec<Method>>,
-    /// Index into `Config::upstreams`.
-    pub upstream: usize,
+    /// Index into `Config::upstreams`; `None` only on a verify route.
+    pub upstream: Option<usize>,
     /// Sorted, deduplicated.
     pub permissions: Vec<String>,
     pub workspace: Option<WorkspaceRule>,
     pub auth: bool,
     /// For keys without a rate limit of their own.
     pub rate_limit: Option<crate::limits::RateLimit>,
+    /// A forward-auth endpoint (SPEC §8): it judges the request it names against the
+    /// other routes and forwards nothing. Never the route a judged request matches.
+    pub verify: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -244,9 +247,9 @@ impl Config {
         validate(raw, env)
     }
 
-    /// The example config the README and `demo` use (embedded store, one upstream).
-    pub fn route_upstream(&self, route: &RouteConfig) -> &UpstreamConfig {
-        &self.upstreams[route.upstream]
+    /// The upstream a route forwards to (`None` for a verify route, which forwards nothing).
+    pub fn route_upstream(&self, route: &RouteConfig) -> Option<&UpstreamConfig> {
+        route.upstream.map(|i| &self.upstreams[i])
     }
 }
 

@@ -178,7 +178,8 @@ pub struct RawRoute {
     /// Exact host (without port), any letter case.
     pub host: Option<String>,
     pub methods: Option<Vec<String>>,
-    pub upstream: String,
+    /// An `upstreams` name; required, except on a verify route, which takes none.
+    pub upstream: Option<String>,
     #[serde(default)]
     pub permissions: Vec<String>,
     pub workspace: Option<RawWorkspace>,
@@ -186,6 +187,12 @@ pub struct RawRoute {
     pub auth: Option<String>,
     /// The rate limit of keys on this route that have none of their own (`100/s`).
     pub rate_limit: Option<String>,
+    /// A forward-auth endpoint (SPEC §8): forwards nothing, but judges the request named
+    /// by `X-Forwarded-Method`/`-Uri` or `X-Original-Method`/`-URI` as the route it matches
+    /// would, and answers 200 with the identity headers or the refusal. It takes no
+    /// `upstream`, `permissions`, `workspace` or `auth`: the matched route's rules apply.
+    #[serde(default, deserialize_with = "scalar_or_text")]
+    pub verify: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -114,7 +114,47 @@ fn upstream_and_route_defaults() {
     assert_eq!(r.host, None);
     assert!(r.permissions.is_empty());
     assert_eq!(r.workspace, None);
-    assert_eq!(c.route_upstream(r).name, "api");
+    assert_eq!(c.route_upstream(r).map(|u| u.name.as_str()), Some("api"));
+    assert!(!r.verify, "a route forwards unless it says `verify: true`");
+}
+
+#[test]
+fn verify_routes_take_no_upstream_and_no_rules_of_their_own() {
+    let c = valid(&with_routes(&[
+        "{ path: /_verify, verify: true }",
+        "{ path: /_check, methods: [GET], host: auth.internal, verify: \"true\" }",
+        "{ path: /v1, upstream: api, verify: false }",
+    ]));
+    let (v, w, r) = (&c.routes[0], &c.routes[1], &c.routes[2]);
+    assert!(v.verify && w.verify && !r.verify);
+    assert_eq!(c.route_upstream(v).map(|u| u.name.as_str()), None);
+    assert_eq!(v.upstream, None);
+    assert_eq!(w.host.as_deref(), Some("auth.internal"));
+    assert_eq!(r.upstream, Some(0));
+    // Rules of its own would never apply (the matched route's do): each is named.
+    for (field, extra) in [
+        ("upstream", "upstream: api"),
+        ("permissions", "permissions: [models:read]"),
+        ("workspace", "workspace: { header: x-ws }"),
+        ("auth", "auth: key"),
+    ] {
+        let e = one_error(
+            &with_routes(&[&format!("{{ path: /_verify, verify: true, {extra} }}")]),
+            &format!("routes[0].{field}"),
+        );
+        assert!(e.contains("verify: true"), "{e}");
+    }
+    // Every other route still needs an upstream.
+    let e = one_error(&with_routes(&["{ path: /v1 }"]), "routes[0].upstream");
+    assert!(e.contains("required"), "{e}");
+    one_error(
+        &with_routes(&["{ path: /v1, verify: false }"]),
+        "routes[0].upstream",
+    );
+    one_error(
+        &with_routes(&["{ path: /v1, upstream: nowhere }"]),
+        "routes[0].upstream",
+    );
 }
 
 #[test]

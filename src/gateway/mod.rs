@@ -2,8 +2,9 @@
 //!
 //! `handle` owns logging, metrics and turns every error into its answer (the one rescue
 //! point); `handle_inner` runs route -> authenticate -> authorize -> limit -> rewrite ->
-//! forward with `?`. Authentication reads the request as the client sent it; the rewrite
-//! then removes hop-by-hop headers, spoofed identity and the credential before adding ours.
+//! forward with `?` (on a verify route, `stages::verify` instead: forward-auth, SPEC §8).
+//! Authentication reads the request as the client sent it; the rewrite then removes
+//! hop-by-hop headers, spoofed identity and the credential before adding ours.
 
 mod stages;
 
@@ -258,7 +259,7 @@ impl Gateway {
                         .insert(headers::X_REQUEST_ID, ctx.request_id.clone());
                     self.count(&routing, ctx.route, "ok");
                     limit_headers(resp.headers_mut(), &ctx.limits);
-                    resp.map(Either::Left)
+                    resp
                 }
                 Err(e) => {
                     let answer = e.answer();
@@ -315,7 +316,7 @@ impl Gateway {
         peer: SocketAddr,
         routing: &'a Routing,
         ctx: &'a mut RequestCtx,
-    ) -> impl Future<Output = Result<Response<PooledBody>, GatewayError>> + Send + 'a {
+    ) -> impl Future<Output = Result<Response<Body>, GatewayError>> + Send + 'a {
         // Parts, so the path can be borrowed from the URI while headers are rewritten.
         let (mut parts, body) = req.into_parts();
         async move {
@@ -323,7 +324,14 @@ impl Gateway {
             // depend on the credential, and every rule sees what the upstream will act on.
             let routed = stages::route(routing, &parts.uri, &parts.headers, &parts.method)?;
             ctx.route = Some(routed.index);
-            let upstream = &routing.upstreams[routed.route.upstream];
+            // A verify route (the only kind without an upstream) forwards nothing: it runs
+            // the stages below for the request the check names, and answers the verdict.
+            // Boxed (one allocation per check): inline, it made every request's future 264
+            // bytes larger, forwarded ones too (`-Zprint-type-sizes`, dev profile).
+            let Some(upstream) = routed.route.upstream else {
+                return Box::pin(stages::verify(self, routing, &parts, &routed, ctx)).await;
+            };
+            let upstream = &routing.upstreams[upstream];
 
             // Authenticate, then authorize (auth routes only), on the request as the client
             // sent it, timed as one step.
@@ -380,6 +388,7 @@ impl Gateway {
                 () = deadline => None,
             };
             stages::forward::answer(sent, upstream, rewritten.client_upgrade)
+                .map(|resp| resp.map(Either::Left))
         }
     }
 }

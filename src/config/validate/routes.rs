@@ -1,4 +1,4 @@
-//! `routes`: path prefix, host, methods, upstream, permissions, workspace and auth.
+//! `routes`: path prefix, host, methods, upstream, permissions, workspace, auth and verify.
 
 use super::{breaks_label, is_label_value, Errors};
 use crate::config::raw::*;
@@ -38,14 +38,41 @@ pub(super) fn routes(
                 String::new()
             }
         };
-        let upstream = match upstream_index.get(&r.upstream) {
-            Some(&ix) => ix,
-            None => {
+        let verify = r.verify.unwrap_or(false);
+        // A verify route judges requests by the route they match (SPEC §8): rules of its
+        // own would never apply, so they are refused rather than silently ignored.
+        if verify {
+            let own = [
+                ("upstream", r.upstream.is_some()),
+                ("permissions", !r.permissions.is_empty()),
+                ("workspace", r.workspace.is_some()),
+                ("auth", r.auth.is_some()),
+            ];
+            for (name, _) in own.iter().filter(|(_, given)| *given) {
+                e.push(
+                    format!("{field}.{name}"),
+                    "a `verify: true` route forwards nothing and judges requests by the rules of the route they match: remove it",
+                );
+            }
+        }
+        let upstream = match (&r.upstream, verify) {
+            (_, true) => None,
+            (Some(name), false) => match upstream_index.get(name) {
+                Some(&ix) => Some(ix),
+                None => {
+                    e.push(
+                        format!("{field}.upstream"),
+                        format!("no upstream named `{name}`"),
+                    );
+                    None
+                }
+            },
+            (None, false) => {
                 e.push(
                     format!("{field}.upstream"),
-                    format!("no upstream named `{}`", r.upstream),
+                    "required (only a `verify: true` route has none)",
                 );
-                0
+                None
             }
         };
         let no_methods = r.methods.as_ref().is_some_and(Vec::is_empty);
@@ -163,6 +190,7 @@ pub(super) fn routes(
             workspace,
             auth,
             rate_limit,
+            verify,
         });
     }
     routes

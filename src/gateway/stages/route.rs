@@ -41,6 +41,27 @@ pub fn route<'r, 'u>(
     })
 }
 
+/// As `route`, for the request a forward-auth check names (`verify.rs`): its URI, method
+/// and host as the proxy in front reported them. Never matches a verify route.
+pub fn route_original<'r, 'u>(
+    routing: &'r Routing,
+    uri: &'u Uri,
+    host: Option<HeaderValue>,
+    method: &Method,
+) -> Result<Routed<'r, 'u>, GatewayError> {
+    let path = normalize_path(uri.path())?;
+    let (index, route) = routing
+        .router
+        .find_target(host.as_ref().and_then(host_name), method, &path)
+        .ok_or(GatewayError::NoRoute)?;
+    Ok(Routed {
+        path,
+        host,
+        index,
+        route,
+    })
+}
+
 /// The request's host as sent (for routing and X-Forwarded-Host). HTTP/2 carries it in
 /// the URI, HTTP/1.1 in `Host`; two `Host` headers are refused.
 fn request_host(
