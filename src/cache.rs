@@ -15,7 +15,7 @@
 //! - `last_used_at` is a relaxed atomic store on the hit path and flushed in batches.
 
 use crate::key::KeyHash;
-use crate::limits::{Quota, RateLimit};
+use crate::limits::{KeyLimits, Quota, RateLimit};
 use crate::metrics::Metrics;
 use crate::store::{
     duration_ms, ChangeFeed, KeyLookup, KeyState, KeyStore, KeyType, Lookup, StoreError, UsageSink,
@@ -60,11 +60,9 @@ pub struct KeyFacts {
     pub org_key: bool,
     /// The workspaces of a workspace key (empty for an org key).
     pub workspaces: Box<[Box<str>]>,
-    /// The key's own rate limit (a route's or the default applies without one).
-    pub rate_limit: Option<RateLimit>,
-    pub quota: Option<Quota>,
-    /// `KeyRecord::usage_epoch`: the quota counters to spend from.
-    pub usage_epoch: u64,
+    /// The key's own rate limit and quota; `None` for a key with neither (a route's or the
+    /// default rate limit applies without one).
+    pub limits: Option<Box<KeyLimits>>,
 }
 
 impl KeyFacts {
@@ -84,20 +82,30 @@ impl KeyFacts {
             } else {
                 k.workspaces.iter().map(|w| w.as_str().into()).collect()
             },
-            rate_limit: stored_limit(
-                &k.id,
-                "rate_limit",
-                k.rate_limit.as_deref(),
-                RateLimit::parse,
-            ),
-            quota: stored_limit(&k.id, "quota", k.quota.as_deref(), Quota::parse),
-            usage_epoch: k.usage_epoch,
+            limits: key_limits(k),
         }
     }
 
     pub fn is_expired_at(&self, now_ms: i64) -> bool {
         crate::store::expired_at(self.expires_at, now_ms)
     }
+}
+
+fn key_limits(k: &crate::store::KeyRecord) -> Option<Box<KeyLimits>> {
+    let rate_limit = stored_limit(
+        &k.id,
+        "rate_limit",
+        k.rate_limit.as_deref(),
+        RateLimit::parse,
+    );
+    let quota = stored_limit(&k.id, "quota", k.quota.as_deref(), Quota::parse);
+    (rate_limit.is_some() || quota.is_some()).then(|| {
+        Box::new(KeyLimits {
+            rate_limit,
+            quota,
+            usage_epoch: k.usage_epoch,
+        })
+    })
 }
 
 /// A limit as stored. Writes check it, so one that does not parse was put there by hand:

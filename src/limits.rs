@@ -174,6 +174,16 @@ impl fmt::Display for Quota {
     }
 }
 
+/// A key's own limits, as the cache keeps them: boxed and absent for a key without any,
+/// so an unlimited key pays one pointer for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyLimits {
+    pub rate_limit: Option<RateLimit>,
+    pub quota: Option<Quota>,
+    /// The key's usage epoch: the quota counters to spend from.
+    pub usage_epoch: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

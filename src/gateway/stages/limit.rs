@@ -27,7 +27,18 @@ fn meter<'k>(limiter: &Limiter, key: &'k CachedKey) -> &'k Arc<Meter> {
 
 /// The key's own rate limit, else the route's, else the default.
 fn rate_of(key: &CachedKey, route: &RouteConfig, default: Option<RateLimit>) -> Option<RateLimit> {
-    key.facts.rate_limit.or(route.rate_limit).or(default)
+    key.facts
+        .limits
+        .as_ref()
+        .and_then(|l| l.rate_limit)
+        .or(route.rate_limit)
+        .or(default)
+}
+
+/// The key's quota and the usage epoch to count it under.
+fn quota_of(key: &CachedKey) -> Option<(Quota, u64)> {
+    let l = key.facts.limits.as_deref()?;
+    Some((l.quota?, l.usage_epoch))
 }
 
 fn rate_verdict(v: RateVerdict, headers: &mut LimitHeaders) -> Result<bool, GatewayError> {
@@ -88,13 +99,13 @@ fn after_rate(
     if key.facts.org_suspended {
         return Err(AuthError::OrgSuspended.into());
     }
-    let Some(quota) = key.facts.quota else {
+    let Some((quota, epoch)) = quota_of(key) else {
         return Ok(None);
     };
     let v = limiter.check_quota(
         meter(limiter, key),
         quota,
-        key.facts.usage_epoch,
+        epoch,
         now_ms,
         monotonic_coarse_ms(),
     );
@@ -121,8 +132,9 @@ pub async fn finish(
         }
         Pending::Quota(q) => q,
     };
+    let epoch = quota_of(key).map_or(0, |(_, e)| e);
     let v = limiter
-        .lease_quota(meter(limiter, key), quota, key.facts.usage_epoch, now_ms)
+        .lease_quota(meter(limiter, key), quota, epoch, now_ms)
         .await?;
     quota_verdict(v, headers)?;
     Ok(())

@@ -911,3 +911,19 @@ async fn a_shared_rate_window_grants_at_most_its_limit() {
         .expect("shared");
     assert_eq!(g.granted, 7);
 }
+
+/// Quota leases and the shared rate windows on a cluster: every meter key carries the
+/// `{kg}` hash tag, so the scripts run on one slot like the others.
+#[tokio::test]
+async fn meters_work_on_a_cluster() {
+    use crate::store::Meters;
+    let cluster = RedisCluster::start();
+    let store = RedisStore::open(&cluster.urls(), true).expect("open cluster");
+    conformance::quota_leases_stop_at_the_quota_and_a_newer_tag_starts_from_zero(&store).await;
+    let g = store
+        .lease_rate("key_r", 3, 3_600_000, 2)
+        .await
+        .expect("lease")
+        .expect("shared");
+    assert_eq!((g.granted, g.remaining), (2, 1));
+}
