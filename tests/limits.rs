@@ -387,12 +387,12 @@ async fn a_daily_quota_refills_at_the_utc_day_boundary() {
     let store = Arc::new(
         keygate::store::embedded::EmbeddedStore::open(&dir.path().join("k.db")).expect("open"),
     );
-    let limiter = Limiter::new(
+    let limiter = Arc::new(Limiter::new(
         store.clone(),
         100,
         Duration::from_secs(3600),
         Arc::new(Metrics::new()),
-    );
+    ));
     let meter = limiter.meter("key_day");
     let quota = Quota::parse("3/day").expect("quota");
     // 2026-12-07T23:59:00Z and the next midnight.

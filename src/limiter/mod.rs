@@ -122,8 +122,30 @@ impl Limiter {
     }
 
     /// Counts one request against `rate` (the rate limit that applies) without waiting,
-    /// or says the fleet's allowance must be leased (`RateVerdict::Lease`).
-    pub fn check_rate(&self, meter: &Meter, rate: RateLimit, now_mono: i64) -> RateVerdict {
+    /// or says the fleet's allowance must be leased (`RateVerdict::Lease`). When the
+    /// fleet's lease runs low, the next one is asked for in the background.
+    pub fn check_rate(
+        self: &Arc<Self>,
+        meter: &Arc<Meter>,
+        rate: RateLimit,
+        now_mono: i64,
+    ) -> RateVerdict {
+        let (verdict, ahead) = self.count_rate(meter, rate, now_mono);
+        if ahead {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(self.clone().lease_rate_ahead(meter.clone(), rate));
+            } else if let Some(w) = lock(&meter.rates)
+                .iter_mut()
+                .find(|w| w.window_ms == rate.window_ms)
+            {
+                w.ahead_failed();
+            }
+        }
+        verdict
+    }
+
+    /// The verdict, and whether to lease ahead.
+    fn count_rate(&self, meter: &Meter, rate: RateLimit, now_mono: i64) -> (RateVerdict, bool) {
         let mut rates = lock(&meter.rates);
         let w = match rates.iter().position(|w| w.window_ms == rate.window_ms) {
             Some(i) => &mut rates[i],
@@ -133,15 +155,39 @@ impl Limiter {
             }
         };
         if self.fleet && now_mono >= self.fleet_down_until.load(Ordering::Relaxed) {
-            w.admit_fleet(rate, now_mono)
+            let v = w.admit_fleet(rate, now_mono);
+            let ahead =
+                matches!(v, RateVerdict::Admit(_)) && w.ahead(window::lease_size(rate), now_mono);
+            (v, ahead)
         } else {
-            w.admit_local(rate, now_mono)
+            (w.admit_local(rate, now_mono), false)
+        }
+    }
+
+    /// The background lease of `check_rate`: added to what the meter holds.
+    async fn lease_rate_ahead(self: Arc<Self>, meter: Arc<Meter>, rate: RateLimit) {
+        let _one = meter.rate_leasing.lock().await;
+        self.metrics.meter_calls.inc();
+        let want = window::lease_size(rate);
+        let grant = self
+            .store
+            .lease_rate(&meter.id, rate.count, rate.window_ms, want)
+            .await;
+        let now = monotonic_coarse_ms();
+        let mut rates = lock(&meter.rates);
+        if let Some(w) = rates.iter_mut().find(|w| w.window_ms == rate.window_ms) {
+            match grant {
+                Ok(Some(grant)) => w.granted_ahead(grant, now),
+                // The request that finds the lease empty asks again, and falls back to
+                // counting alone if the store is still down.
+                Ok(None) | Err(_) => w.ahead_failed(),
+            }
         }
     }
 
     /// Leases from the fleet's window and counts the request; on a store failure the
     /// gateway counts alone for a second.
-    pub async fn lease_rate(&self, meter: &Meter, rate: RateLimit) -> RateVerdict {
+    pub async fn lease_rate(self: &Arc<Self>, meter: &Arc<Meter>, rate: RateLimit) -> RateVerdict {
         let _one = meter.rate_leasing.lock().await;
         // Another request may have leased while this one waited.
         match self.check_rate(meter, rate, monotonic_coarse_ms()) {
@@ -190,25 +236,64 @@ impl Limiter {
         }
     }
 
-    /// Spends one unit of `quota` without waiting, or says a lease is needed.
+    /// Spends one unit of `quota` without waiting, or says a lease is needed. When the
+    /// units held run low, more are leased in the background (never more than a batch
+    /// held), so requests seldom wait for the store.
     pub fn check_quota(
-        &self,
+        self: &Arc<Self>,
         meter: &Arc<Meter>,
         quota: Quota,
         epoch: u64,
         now_wall: i64,
         now_mono: i64,
     ) -> QuotaVerdict {
-        let verdict = lock(&meter.quota).spend(quota, epoch, now_wall, now_mono);
+        let batch = self.quota_batch.min(quota.limit);
+        let (verdict, ahead) = {
+            let mut q = lock(&meter.quota);
+            let v = q.spend(quota, epoch, now_wall, now_mono);
+            let ahead = match v {
+                QuotaVerdict::Admit(_) => q.ahead(batch),
+                _ => None,
+            };
+            (v, ahead)
+        };
         if matches!(verdict, QuotaVerdict::Admit(_)) {
             self.mark_dirty(meter);
+        }
+        if let Some((tag, want)) = ahead {
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    let ask = QuotaAsk {
+                        tag,
+                        want,
+                        limit: quota.limit,
+                        keep_until_ms: quota.resets_at(tag.period).map(|t| t + 86_400_000),
+                    };
+                    rt.spawn(self.clone().lease_quota_ahead(meter.clone(), ask));
+                }
+                Err(_) => lock(&meter.quota).ahead_done(),
+            }
         }
         verdict
     }
 
+    /// The background lease of `check_quota`.
+    async fn lease_quota_ahead(self: Arc<Self>, meter: Arc<Meter>, ask: QuotaAsk) {
+        let _one = meter.leasing.lock().await;
+        self.metrics.meter_calls.inc();
+        let grant = self.store.lease_quota(&meter.id, ask).await;
+        let mut q = lock(&meter.quota);
+        if let Ok(grant) = grant {
+            q.granted(grant, monotonic_coarse_ms());
+        }
+        // On a failure the request that finds nothing held asks again (503 if the store
+        // is still down).
+        q.ahead_done();
+    }
+
     /// Leases a batch of `quota` (one caller per key at a time) and spends one unit.
     pub async fn lease_quota(
-        &self,
+        self: &Arc<Self>,
         meter: &Arc<Meter>,
         quota: Quota,
         epoch: u64,

@@ -37,6 +37,8 @@ pub(super) struct QuotaState {
     exhausted_until: Option<i64>,
     /// Reports of earlier tags not yet made (a period ended, a reset came).
     pending: Vec<(QuotaTag, u64, u64)>,
+    /// A lease ahead of need is under way (`ahead`).
+    prefetching: bool,
 }
 
 impl QuotaState {
@@ -103,6 +105,23 @@ impl QuotaState {
     /// Units held and not spent.
     pub fn held(&self) -> u64 {
         self.tokens
+    }
+
+    /// After a spend: how much to lease ahead of need, so that requests seldom find the
+    /// lease empty and wait for the store. When less than half of `batch` is held and the
+    /// store has more, the rest of a batch (so never more than one batch is held), and the
+    /// lease is marked under way; else nothing.
+    pub fn ahead(&mut self, batch: u64) -> Option<(QuotaTag, u64)> {
+        if self.prefetching || self.tokens >= batch / 2 || self.store_remaining == 0 {
+            return None;
+        }
+        self.prefetching = true;
+        Some((self.tag, batch - self.tokens))
+    }
+
+    /// The lease ahead is over (granted or failed).
+    pub fn ahead_done(&mut self) {
+        self.prefetching = false;
     }
 
     /// The reports to make now (`release`: give back what is held too), taken out of the

@@ -40,8 +40,11 @@ pub(super) struct Window {
     tokens_until: i64,
     /// What the fleet had left after the last lease (for `RateLimit-Remaining`).
     fleet_remaining: u64,
-    /// The fleet's window is full until then: refuse without asking.
+    /// The fleet's window is full until then: refuse without asking (spending what is
+    /// held first).
     blocked_until: i64,
+    /// A lease ahead of need is under way (`ahead`).
+    prefetching: bool,
 }
 
 fn secs_ceil(ms: i64) -> u64 {
@@ -59,6 +62,7 @@ impl Window {
             tokens_until: i64::MIN,
             fleet_remaining: 0,
             blocked_until: i64::MIN,
+            prefetching: false,
         }
     }
 
@@ -82,9 +86,14 @@ impl Window {
     }
 
     fn estimate(&self, now: i64) -> u64 {
-        let left = u128::try_from(self.window_ms - self.into(now)).unwrap_or(0);
-        let w = u128::try_from(self.window_ms).unwrap_or(1).max(1);
-        let weighted = u64::try_from(u128::from(self.prev) * left / w).unwrap_or(u64::MAX);
+        let left = u64::try_from(self.window_ms - self.into(now)).unwrap_or(0);
+        let w = u64::try_from(self.window_ms).unwrap_or(1).max(1);
+        // In u64 while it fits (counts below 2^41 with an hour's window), else in u128.
+        let weighted = match self.prev.checked_mul(left) {
+            Some(p) => p / w,
+            None => u64::try_from(u128::from(self.prev) * u128::from(left) / u128::from(w))
+                .unwrap_or(u64::MAX),
+        };
         weighted.saturating_add(self.cur)
     }
 
@@ -188,6 +197,42 @@ impl Window {
             self.fleet_remaining = 0;
             self.blocked_until = now + grant.retry_ms.max(pause);
         }
+    }
+}
+
+impl Window {
+    /// After a request admitted from the fleet's lease: whether to lease ahead of need
+    /// (less than half a lease held, the fleet's window not full, none under way), so that
+    /// requests seldom wait for Redis. Marks it under way.
+    pub fn ahead(&mut self, lease: u64, now: i64) -> bool {
+        let go = !self.prefetching
+            && self.tokens < lease / 2
+            && now < self.tokens_until
+            && now >= self.blocked_until
+            && self.fleet_remaining > 0;
+        self.prefetching |= go;
+        go
+    }
+
+    /// Takes in a lease made ahead of need: added to what is held when it is of the same
+    /// window of the store's, else in place of it (what was held ends with its window).
+    pub fn granted_ahead(&mut self, grant: RateGrant, now: i64) {
+        self.prefetching = false;
+        let until = now + grant.window_left_ms;
+        if grant.granted > 0 && (until - self.tokens_until).abs() <= 5 && now < self.tokens_until {
+            self.tokens += grant.granted;
+            self.fleet_remaining = grant.remaining;
+            if grant.remaining == 0 {
+                self.blocked_until = now + (self.window_ms / 10).clamp(1, 1_000);
+            }
+        } else if grant.granted > 0 || self.tokens == 0 {
+            self.granted(grant, now);
+        }
+    }
+
+    /// The lease ahead failed.
+    pub fn ahead_failed(&mut self) {
+        self.prefetching = false;
     }
 }
 

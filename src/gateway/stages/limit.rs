@@ -72,7 +72,7 @@ fn quota_verdict(v: QuotaVerdict, headers: &mut LimitHeaders) -> Result<bool, Ga
 /// Decides what can be decided now. `Ok(None)`: admitted.
 #[inline]
 pub fn check(
-    limiter: &Limiter,
+    limiter: &Arc<Limiter>,
     principal: &Principal,
     route: &RouteConfig,
     default: Option<RateLimit>,
@@ -91,7 +91,7 @@ pub fn check(
 
 /// The org's state, then the quota.
 fn after_rate(
-    limiter: &Limiter,
+    limiter: &Arc<Limiter>,
     key: &CachedKey,
     now_ms: i64,
     headers: &mut LimitHeaders,
@@ -114,7 +114,7 @@ fn after_rate(
 
 /// Asks the store for what `check` could not decide, then decides the rest.
 pub async fn finish(
-    limiter: &Limiter,
+    limiter: &Arc<Limiter>,
     principal: &Principal,
     pending: Pending,
     now_ms: i64,
