@@ -38,13 +38,18 @@ const QUOTA_FLUSH: Duration = Duration::from_secs(1);
 
 /// `RateLimit-*` and `X-Quota-Remaining` on an answer that a limit applied to (SPEC §7).
 fn limit_headers(h: &mut http::HeaderMap, limits: &LimitHeaders) {
+    if limits.rate.is_none() && limits.quota_remaining.is_none() {
+        return;
+    }
+    // One growth of the map for all four, not one per insert.
+    h.reserve(4);
     if let Some(r) = limits.rate {
-        h.insert(RATELIMIT_LIMIT, HeaderValue::from(r.limit));
-        h.insert(RATELIMIT_REMAINING, HeaderValue::from(r.remaining));
-        h.insert(RATELIMIT_RESET, HeaderValue::from(r.reset_s));
+        h.insert(RATELIMIT_LIMIT, headers::number(r.limit));
+        h.insert(RATELIMIT_REMAINING, headers::number(r.remaining));
+        h.insert(RATELIMIT_RESET, headers::number(r.reset_s));
     }
     if let Some(q) = limits.quota_remaining {
-        h.insert(X_QUOTA_REMAINING, HeaderValue::from(q));
+        h.insert(X_QUOTA_REMAINING, headers::number(q));
     }
 }
 

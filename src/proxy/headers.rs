@@ -466,3 +466,49 @@ mod tests {
         assert_ne!(request_id(&h, &Seen::default()), "abc");
     }
 }
+
+/// Numbers below this are answered from a table made once (`number`).
+const SMALL_NUMBERS: usize = 1024;
+
+/// A header value holding `n` in decimal. Below `SMALL_NUMBERS` (what rate limits, resets
+/// and remaining counts mostly are) a copy from a table made once, which allocates
+/// nothing; above, a new value.
+pub fn number(n: u64) -> HeaderValue {
+    static TABLE: OnceLock<Vec<HeaderValue>> = OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        // One string of every number's digits, made once for the process; each value is
+        // a slice of it.
+        let text: &'static str = Box::leak(
+            (0..SMALL_NUMBERS)
+                .map(|i| i.to_string())
+                .collect::<String>()
+                .into_boxed_str(),
+        );
+        let mut at = 0;
+        (0..SMALL_NUMBERS)
+            .map(|i| {
+                let len = i.to_string().len();
+                let v = HeaderValue::from_static(&text[at..at + len]);
+                at += len;
+                v
+            })
+            .collect()
+    });
+    usize::try_from(n)
+        .ok()
+        .and_then(|i| table.get(i))
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from(n))
+}
+
+#[cfg(test)]
+mod number_tests {
+    use super::number;
+
+    #[test]
+    fn numbers_are_their_decimal_digits_from_the_table_or_not() {
+        for n in [0, 1, 9, 10, 99, 100, 1023, 1024, 1_000_000, u64::MAX] {
+            assert_eq!(number(n).to_str().expect("ascii"), n.to_string());
+        }
+    }
+}
