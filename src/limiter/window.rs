@@ -202,12 +202,14 @@ impl Window {
 
 impl Window {
     /// After a request admitted from the fleet's lease: whether to lease ahead of need
-    /// (less than half a lease held, the fleet's window not full, none under way), so that
-    /// requests seldom wait for Redis. Marks it under way.
+    /// (less than half a lease held, the fleet's window not full nor nearly over, none
+    /// under way), so that requests seldom wait for Redis. Marks it under way.
     pub fn ahead(&mut self, lease: u64, now: i64) -> bool {
+        // Not in the last tenth of the store's window: what is leased there would mostly
+        // end with it unspent, and the fleet would admit less than its limit.
         let go = !self.prefetching
             && self.tokens < lease / 2
-            && now < self.tokens_until
+            && now + self.window_ms / 10 < self.tokens_until
             && now >= self.blocked_until
             && self.fleet_remaining > 0;
         self.prefetching |= go;
@@ -371,5 +373,25 @@ mod tests {
             300,
         );
         assert_eq!(w.admit_fleet(per_s(100), 311), RateVerdict::Lease);
+        // Ahead of need: below half a lease, not twice, not in the window's last tenth.
+        w.granted(
+            RateGrant {
+                granted: 10,
+                remaining: 50,
+                window_left_ms: 500,
+                retry_ms: 0,
+            },
+            400,
+        );
+        for _ in 0..6 {
+            assert!(matches!(
+                w.admit_fleet(per_s(100), 401),
+                RateVerdict::Admit(_)
+            ));
+        }
+        assert!(w.ahead(10, 401));
+        assert!(!w.ahead(10, 401), "one under way");
+        w.ahead_failed();
+        assert!(!w.ahead(10, 850), "the window ends at 900");
     }
 }
