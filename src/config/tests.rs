@@ -692,3 +692,42 @@ fn recoverable_keys_read_the_vault_key_from_the_environment() {
         }
     }
 }
+
+#[test]
+fn limits_are_read_and_bad_ones_named() {
+    let c = valid(
+        &(with_routes(&["{ path: /v1, upstream: api, rate_limit: 10/m }"])
+            + "limits: { default_rate_limit: 100/s, quota_batch: \"250\" }\n"),
+    );
+    assert_eq!(
+        c.routes[0].rate_limit,
+        Some(crate::limits::RateLimit {
+            count: 10,
+            window_ms: 60_000
+        })
+    );
+    assert_eq!(c.limits.default_rate_limit.map(|l| l.count), Some(100));
+    assert_eq!(c.limits.quota_batch, 250);
+    assert_eq!(valid("").limits.quota_batch, 100);
+    assert_eq!(valid("").limits.default_rate_limit, None);
+
+    one_error(
+        &with_routes(&["{ path: /v1, upstream: api, rate_limit: 10/fortnight }"]),
+        "routes[0].rate_limit",
+    );
+    one_error(
+        &with_routes(&["{ path: /p, upstream: api, auth: none, rate_limit: 1/s }"]),
+        "routes[0].rate_limit",
+    );
+    one_error(
+        "limits: { default_rate_limit: 0/s }\n",
+        "limits.default_rate_limit",
+    );
+    one_error(
+        "limits: { default_rate_limit: -5/m }\n",
+        "limits.default_rate_limit",
+    );
+    one_error("limits: { quota_batch: 0 }\n", "limits.quota_batch");
+    let unknown = parse("limits: { burst: 5 }\n").expect_err("an unknown field");
+    assert!(unknown.to_string().contains("burst"), "{unknown}");
+}
