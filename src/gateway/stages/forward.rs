@@ -34,7 +34,8 @@ pub async fn deadline(upstream: &Upstream, upload: Option<Progress>) {
 }
 
 /// The upstream's answer as the client's: `None` (the deadline won) is 504, a broken
-/// client body 400 `bad_body`, any other send failure 502; a 101 splices the upgrade.
+/// client body 400 `bad_body`, any other send failure 502; a 101 splices the upgrade. The
+/// answer is in keygate's HTTP version, whatever the upstream's was.
 pub fn answer(
     sent: Option<Result<Response<PooledBody>, PoolError>>,
     upstream: &Upstream,
@@ -50,5 +51,10 @@ pub fn answer(
     if let (Some(client), http::StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, resp.status()) {
         upgrade::splice(client, hyper::upgrade::on(&mut resp));
     }
+    // A proxy answers in its own version (RFC 9110 §6.2), never the upstream's: an
+    // HTTP/1.0 upstream must not turn the client's answer into HTTP/1.0 and close its
+    // connection. hyper then speaks to the client in the client's version (HTTP/1.0 to an
+    // HTTP/1.0 client, HTTP/2 frames on HTTP/2).
+    *resp.version_mut() = http::Version::HTTP_11;
     Ok(resp)
 }
