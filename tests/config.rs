@@ -204,9 +204,10 @@ fn empty_targets() {
 }
 
 #[test]
-fn target_with_a_path() {
-    let yaml = VALID.replace("http://127.0.0.1:9000", "http://127.0.0.1:9000/api");
-    assert_invalid(&yaml, &["upstreams.api.targets[0]", "/api"]);
+fn target_with_a_path_that_is_not_normalized() {
+    // A normalized path is the upstream's own (issue 17, tests/path_rewrite.rs).
+    let yaml = VALID.replace("http://127.0.0.1:9000", "http://127.0.0.1:9000/api/./../x");
+    assert_invalid(&yaml, &["upstreams.api.targets[0]", "/api/./../x"]);
     let yaml = VALID.replace("http://127.0.0.1:9000", "ftp://127.0.0.1:9000");
     assert_invalid(&yaml, &["upstreams.api.targets[0]"]);
 }

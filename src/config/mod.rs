@@ -142,8 +142,11 @@ pub struct IdentityConfig {
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
     pub name: String,
-    /// `scheme://authority`, no path.
+    /// `scheme://authority[/path]`.
     pub targets: Vec<http::Uri>,
+    /// The targets' own path (`http://h:9000/api` -> `/api`), put in front of every
+    /// forwarded path; `None` for targets without one. The same for every target.
+    pub path: Option<String>,
     pub connect_timeout: Duration,
     pub timeout: Duration,
     /// Longest wait for the next piece of a response body.
@@ -151,6 +154,28 @@ pub struct UpstreamConfig {
     /// The CA certificates https targets are checked against (read from `ca` when the
     /// config is loaded); `None`: the public webpki roots.
     pub ca: Option<Arc<RootCertStore>>,
+}
+
+/// The upstream's path: the normalized request path less its first `drop` bytes (the
+/// route's prefix, when stripped or rewritten), after `prefix` (the upstream target's path
+/// and the route's `rewrite`, joined; normalized, no trailing slash, maybe empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathRewrite {
+    pub drop: usize,
+    pub prefix: String,
+}
+
+impl PathRewrite {
+    /// The path the upstream gets for the normalized request `path` (which the route
+    /// matched, so it starts with the route's prefix on a segment boundary).
+    pub fn apply(&self, path: &str) -> String {
+        let rest = path.get(self.drop..).unwrap_or("");
+        match (self.prefix.is_empty(), rest.is_empty()) {
+            (true, true) => "/".to_owned(),
+            (true, false) => rest.to_owned(),
+            (false, _) => format!("{}{rest}", self.prefix),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,6 +202,9 @@ pub struct RouteConfig {
     pub auth: bool,
     /// For keys without a rate limit of their own.
     pub rate_limit: Option<crate::limits::RateLimit>,
+    /// How the upstream's path is made from the request's (`strip_prefix`, `rewrite`, the
+    /// upstream target's own path); `None`: the normalized request path as it is.
+    pub path_rewrite: Option<PathRewrite>,
     /// A forward-auth endpoint (SPEC §8): it judges the request it names against the
     /// other routes and forwards nothing. Never the route a judged request matches.
     pub verify: bool,

@@ -187,6 +187,12 @@ pub struct RawRoute {
     pub auth: Option<String>,
     /// The rate limit of keys on this route that have none of their own (`100/s`).
     pub rate_limit: Option<String>,
+    /// Remove the matched `path` prefix before forwarding (Kong's `strip_path`,
+    /// Traefik's StripPrefix).
+    #[serde(default, deserialize_with = "scalar_or_text")]
+    pub strip_prefix: Option<bool>,
+    /// Replace the matched `path` prefix with this one before forwarding.
+    pub rewrite: Option<String>,
     /// A forward-auth endpoint (SPEC §8): forwards nothing, but judges the request named
     /// by `X-Forwarded-Method`/`-Uri` or `X-Original-Method`/`-URI` as the route it matches
     /// would, and answers 200 with the identity headers or the refusal. It takes no

@@ -512,9 +512,18 @@ fn route_fields_are_canonical() {
 fn upstream_targets() {
     let c = valid("upstreams:\n  api: { targets: [\"http://a:1\", \"https://b.example:443/\"] }\n");
     assert_eq!(c.upstreams[0].targets.len(), 2);
+    assert_eq!(c.upstreams[0].path, None);
+    // A target's own path (issue 17): put in front of every forwarded path.
+    let c = valid("upstreams:\n  api: { targets: [\"http://a:1/api/\", \"http://b:2/api\"] }\n");
+    assert_eq!(c.upstreams[0].path.as_deref(), Some("/api"));
     for (bad, field) in [
         ("[]", "upstreams.api.targets"),
-        ("[\"http://a:1/api\"]", "upstreams.api.targets[0]"),
+        ("[\"http://a:1/api/../x\"]", "upstreams.api.targets[0]"),
+        ("[\"http://a:1//api\"]", "upstreams.api.targets[0]"),
+        (
+            "[\"http://a:1/api\", \"http://a:2/other\"]",
+            "upstreams.api.targets",
+        ),
         ("[\"http://a:1?x=1\"]", "upstreams.api.targets[0]"),
         ("[\"ftp://a:1\"]", "upstreams.api.targets[0]"),
         ("[\"a:1\"]", "upstreams.api.targets[0]"),

@@ -37,7 +37,7 @@ pub(super) fn validate(
     let roles = roles::roles(raw.roles, &mut e);
     admin::check_token_limits(&mut e, &admin.tokens, &roles);
     let (upstreams, upstream_index) = upstreams::upstreams(raw.upstreams, &mut e);
-    let routes = routes::routes(raw.routes, &upstream_index, &mut e);
+    let routes = routes::routes(raw.routes, &upstream_index, &upstreams, &mut e);
     let limits = limits::limits(raw.limits, &mut e);
     let server = server::server(raw.server, &mut e);
     let log = server::log(raw.log, &mut e);

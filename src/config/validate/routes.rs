@@ -1,8 +1,9 @@
-//! `routes`: path prefix, host, methods, upstream, permissions, workspace, auth and verify.
+//! `routes`: path prefix, host, methods, upstream, permissions, workspace, auth, verify,
+//! limits and path rewriting.
 
 use super::{breaks_label, is_label_value, Errors};
 use crate::config::raw::*;
-use crate::config::{is_name, RouteConfig, WorkspaceRule};
+use crate::config::{is_name, PathRewrite, RouteConfig, UpstreamConfig, WorkspaceRule};
 use http::Method;
 use std::collections::BTreeMap;
 
@@ -10,6 +11,7 @@ use std::collections::BTreeMap;
 pub(super) fn routes(
     raw: Vec<RawRoute>,
     upstream_index: &BTreeMap<String, usize>,
+    upstreams: &[UpstreamConfig],
     e: &mut Errors,
 ) -> Vec<RouteConfig> {
     let mut routes = Vec::new();
@@ -47,6 +49,8 @@ pub(super) fn routes(
                 ("permissions", !r.permissions.is_empty()),
                 ("workspace", r.workspace.is_some()),
                 ("auth", r.auth.is_some()),
+                ("strip_prefix", r.strip_prefix.is_some()),
+                ("rewrite", r.rewrite.is_some()),
             ];
             for (name, _) in own.iter().filter(|(_, given)| *given) {
                 e.push(
@@ -179,6 +183,17 @@ pub(super) fn routes(
                 "an `auth: none` route has no key to count a rate limit against",
             );
         }
+        let upstream_path = upstream
+            .and_then(|i| upstreams.get(i))
+            .and_then(|u| u.path.as_deref());
+        let path_rewrite = path_rewrite(
+            &field,
+            &path,
+            r.strip_prefix.unwrap_or(false),
+            r.rewrite.as_deref(),
+            upstream_path,
+            e,
+        );
         let name = r.name.unwrap_or_else(|| path.clone());
         routes.push(RouteConfig {
             name,
@@ -191,7 +206,61 @@ pub(super) fn routes(
             auth,
             rate_limit,
             verify,
+            path_rewrite,
         });
     }
     routes
+}
+
+/// The route's `strip_prefix` / `rewrite` with its upstream's path: how the upstream's path
+/// is made, or `None` when it is the request's as it is.
+fn path_rewrite(
+    field: &str,
+    route_path: &str,
+    strip: bool,
+    rewrite: Option<&str>,
+    upstream_path: Option<&str>,
+    e: &mut Errors,
+) -> Option<PathRewrite> {
+    let replacement = match (strip, rewrite) {
+        (true, Some(_)) => {
+            e.push(
+                format!("{field}.rewrite"),
+                "give `strip_prefix: true` or `rewrite`, not both (`rewrite: /` strips)",
+            );
+            return None;
+        }
+        (true, None) => Some(""),
+        (false, Some(r)) => {
+            let normalized = crate::path::normalize_path(r).ok();
+            let trimmed = r.trim_end_matches('/');
+            if !r.starts_with('/')
+                || normalized.as_deref().map(|n| n.trim_end_matches('/')) != Some(trimmed)
+            {
+                e.push(
+                    format!("{field}.rewrite"),
+                    format!("`{r}` must be an absolute, normalized path (like `/v2/models`)"),
+                );
+                return None;
+            }
+            Some(trimmed)
+        }
+        (false, None) => None,
+    };
+    if replacement.is_none() && upstream_path.is_none() {
+        return None;
+    }
+    // The route `/` matches every path whole: stripping it removes nothing.
+    let drop = match replacement {
+        Some(_) if route_path != "/" => route_path.len(),
+        _ => 0,
+    };
+    Some(PathRewrite {
+        drop,
+        prefix: format!(
+            "{}{}",
+            upstream_path.unwrap_or(""),
+            replacement.unwrap_or("")
+        ),
+    })
 }

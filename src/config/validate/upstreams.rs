@@ -32,7 +32,7 @@ pub(super) fn upstreams(
                 Ok(uri)
                     if matches!(uri.scheme_str(), Some("http" | "https"))
                         && uri.authority().is_some_and(|a| !a.as_str().contains('@'))
-                        && matches!(uri.path(), "" | "/")
+                        && target_path(&uri).is_some()
                         && uri.query().is_none()
                         && (uri.scheme_str() != Some("https") || tls_name_ok(&uri)) =>
                 {
@@ -41,14 +41,26 @@ pub(super) fn upstreams(
                 _ => e.push(
                     format!("{field}.targets[{i}]"),
                     format!(
-                        "`{t}` must be http://host:port or https://host:port, with no path \
-                         and no user:password@ (an https host must be a DNS name or an IP)"
+                        "`{t}` must be http://host:port or https://host:port, optionally with a \
+                         normalized path (`/api`), no query and no user:password@ (an https \
+                         host must be a DNS name or an IP)"
                     ),
                 ),
             }
         }
+        // One path for every target: the path a route forwards to cannot depend on which
+        // target round-robin picks.
+        let paths: Vec<Option<String>> = targets.iter().map(|t| target_path(t).flatten()).collect();
+        if paths.windows(2).any(|w| w[0] != w[1]) {
+            e.push(
+                format!("{field}.targets"),
+                "every target of an upstream must have the same path (or none)",
+            );
+        }
+        let path = paths.into_iter().next().flatten();
         let up = UpstreamConfig {
             name: name.clone(),
+            path,
             connect_timeout: e.bounded(
                 &format!("{field}.connect_timeout"),
                 u.connect_timeout.as_deref(),
@@ -80,6 +92,18 @@ pub(super) fn upstreams(
         upstreams.push(up);
     }
     (upstreams, upstream_index)
+}
+
+/// A target's path: `Some(None)` for none (or `/`), `Some(Some("/api"))` for a normalized
+/// one (its trailing slash dropped), `None` for one that is not normalized.
+fn target_path(uri: &http::Uri) -> Option<Option<String>> {
+    let p = uri.path();
+    if matches!(p, "" | "/") {
+        return Some(None);
+    }
+    let normalized = crate::path::normalize_path(p).ok()?;
+    let trimmed = p.trim_end_matches('/');
+    (normalized.trim_end_matches('/') == trimmed).then(|| Some(trimmed.to_owned()))
 }
 
 /// The CA certificates of an upstream's `ca` file: PEM, at least one certificate, each

@@ -66,7 +66,19 @@ pub fn rewrite(
     // Always ours: the client's id when it was sane, else the one the client gets back.
     hdrs.insert(headers::X_REQUEST_ID, ctx.request_id.clone());
 
-    let path = routed.path;
+    // `strip_prefix`, `rewrite` and the upstream's own path, on the normalized path; what
+    // they make is normalized by construction (normalized pieces joined at a `/`), and
+    // checked again all the same.
+    let path = match &routed.route.path_rewrite {
+        None => routed.path,
+        Some(rule) => {
+            let p = rule.apply(&routed.path);
+            match crate::path::normalize_path(&p) {
+                Ok(n) if n == p.as_str() => Cow::Owned(p),
+                _ => return Err(GatewayError::BadPath(crate::path::PathError::BadEncoding)),
+            }
+        }
+    };
     let path_and_query = match (&path, &query) {
         // Unchanged path and query: reuse the original bytes, no allocation.
         (Cow::Borrowed(_), Some(Cow::Borrowed(_)) | None) => uri
