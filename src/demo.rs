@@ -94,7 +94,121 @@ pub fn demo_config(v: &DemoVars<'_>) -> Result<(String, Config), crate::config::
     Ok((rendered, config))
 }
 
-pub async fn run(args: crate::cli::DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
+/// One request the demo suggests, and the answer it gets: printed as a curl line with its
+/// answer beneath, and run by `tests/demo.rs` to hold the demo to what it prints.
+#[derive(Debug, Clone)]
+pub struct Try {
+    pub method: &'static str,
+    /// Path and query, on the gateway (`admin: true`: on the admin listener).
+    pub path: String,
+    pub admin: bool,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Option<&'static str>,
+    /// Sent this many times in a row; the answers are `status` for each (or the last one's
+    /// for a rate limit, see `then`).
+    pub times: usize,
+    pub status: u16,
+    /// `error.code` of a refusal.
+    pub code: Option<&'static str>,
+    /// What the answer shows, in words.
+    pub says: &'static str,
+}
+
+impl Try {
+    fn curl(&self, base: &str, admin_base: &str) -> String {
+        let url = format!(
+            "{}{}",
+            if self.admin { admin_base } else { base },
+            self.path
+        );
+        let mut line = String::from("curl -si");
+        if self.method != "GET" {
+            line.push_str(&format!(" -X {}", self.method));
+        }
+        line.push_str(&format!(" {url}"));
+        for (k, v) in &self.headers {
+            line.push_str(&format!(" -H '{k}: {v}'"));
+        }
+        if let Some(b) = self.body {
+            line.push_str(&format!(" -d '{b}'"));
+        }
+        line
+    }
+
+    fn answer(&self) -> String {
+        let code = self.code.map(|c| format!(" {c}")).unwrap_or_default();
+        let times = if self.times > 1 {
+            format!("{} times: ", self.times)
+        } else {
+            String::new()
+        };
+        format!("{times}{}{code}: {}", self.status, self.says)
+    }
+}
+
+/// The demo's suggestions for `key` (viewer of team-a), `limited` (3 requests a minute)
+/// and the admin `token`.
+pub fn tries(key: &str, limited: &str, token: &str) -> Vec<Try> {
+    let bearer = |k: &str| vec![("Authorization", format!("Bearer {k}"))];
+    let t = |method, path: &str, headers, status, code, says| Try {
+        method,
+        path: path.to_owned(),
+        admin: false,
+        headers,
+        body: None,
+        times: 1,
+        status,
+        code,
+        says,
+    };
+    vec![
+        t("GET", "/v1/models", bearer(key), 200, None,
+          "the echo shows what the upstream received: x-keygate-key-id, -org, -workspace, -permissions ... and no Authorization"),
+        t("GET", "/v1/models", vec![], 401, Some("missing_key"), "no key"),
+        t("GET", "/v1/models", bearer("kg_thisisnotarealkey"), 401, Some("malformed_key"),
+          "wrong length and checksum: refused before any store lookup"),
+        t("POST", "/v1/models", bearer(key), 403, Some("insufficient_permissions"),
+          "POST needs models:write; the key's role viewer has models:read"),
+        t("GET", "/v1/workspaces/team-b/models", bearer(key), 403, Some("workspace_not_allowed"),
+          "the key is for workspace team-a (/v1/workspaces/team-a/models answers 200)"),
+        t("GET", "/health", vec![("X-Keygate-Org", "spoofed".to_owned())], 200, None,
+          "an `auth: none` route: no key needed, and the spoofed identity header is gone"),
+        Try {
+            times: 3,
+            ..t("GET", "/v1/models", bearer(limited), 200, None,
+                "the demo's limited key (3 a minute): RateLimit-Limit 3, RateLimit-Remaining 2, 1, 0")
+        },
+        t("GET", "/v1/models", bearer(limited), 429, Some("rate_limited"),
+          "the fourth within the minute, with Retry-After"),
+        Try {
+            admin: true,
+            ..t("GET", "/v1/keys", bearer(token), 200, None, "{\"keys\": [...]}: the demo's keys, never a secret")
+        },
+        Try {
+            admin: true,
+            body: Some(r#"{"org":"acme","roles":["editor"]}"#),
+            ..t("POST", "/v1/keys", bearer(token), 201, None,
+                "a new editor key of acme, its secret in `key` (shown once)")
+        },
+        Try {
+            admin: true,
+            ..t("GET", "/metrics", vec![], 200, None,
+                "keygate_requests_total by route and code, cache and store counters, latencies")
+        },
+    ]
+}
+
+/// A running demo: the gateway and its admin API, the echo upstream, the demo keys, and
+/// what to print.
+pub struct Demo {
+    pub running: crate::app::RunningApp,
+    pub tries: Vec<Try>,
+    pub text: String,
+}
+
+/// Starts the demo (echo upstream, config written under `args.dir`, demo keys) without
+/// printing or waiting.
+pub async fn start(args: &crate::cli::DemoArgs) -> Result<Demo, Box<dyn std::error::Error>> {
     let upstream = start_echo(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     std::fs::create_dir_all(&args.dir)?;
     let db = args.dir.join("keygate.db");
@@ -120,62 +234,67 @@ pub async fn run(args: crate::cli::DemoArgs) -> Result<(), Box<dyn std::error::E
         crate::key::KeyFormat::new(&config.keys.prefix),
         config.keys.vault.clone(),
     );
-    let (viewer, viewer_secret) = svc
-        .create(
-            NewKey {
-                org: "acme".into(),
-                workspaces: vec!["team-a".into()],
-                name: Some("demo-viewer".into()),
-                roles: vec!["viewer".into()],
-                ..NewKey::default()
-            },
-            "demo",
-        )
+    let viewer_key = |name: &str, rate_limit: Option<&str>| NewKey {
+        org: "acme".into(),
+        workspaces: vec!["team-a".into()],
+        name: Some(name.into()),
+        roles: vec!["viewer".into()],
+        rate_limit: rate_limit.map(str::to_owned),
+        ..NewKey::default()
+    };
+    let (viewer, viewer_secret) = svc.create(viewer_key("demo-viewer", None), "demo").await?;
+    let (_, limited_secret) = svc
+        .create(viewer_key("demo-limited", Some("3/m")), "demo")
         .await?;
 
     let running = app.start().await?;
     let admin_base = format!("http://{}", running.admin_addr());
     let base = format!("http://{}", running.addr());
     let key = viewer_secret.expose();
+    let tries = tries(key, limited_secret.expose(), &token);
     let exe = std::env::args().next().unwrap_or_else(|| "keygate".into());
     let cfg = config_path.display();
-    println!(
-        r#"keygate demo: gateway on {base}, echo upstream on http://{upstream}
+    let lines: String = tries
+        .iter()
+        .map(|t| {
+            format!(
+                "  {}\n      -> {}\n",
+                t.curl(&base, &admin_base),
+                t.answer()
+            )
+        })
+        .collect();
+    let text = format!(
+        r#"keygate demo: gateway on {base}, admin API on {admin_base}, echo upstream on http://{upstream}
 config {cfg}, key store {db}
 
 Demo key {id} (org acme, workspace team-a, role viewer = models:read):
   {key}
-(The secret is shown once: keygate keeps only its sha256.)
+(The secret is shown once: keygate keeps only its sha256.) The admin token of this run
+is in the lines below.
 
-Try, from another terminal:
-  curl -s {base}/v1/models -H 'Authorization: Bearer {key}'
-      200: the echo shows what the upstream received: x-keygate-key-id, -org, -workspace, -permissions ... and no Authorization
-  curl -si {base}/v1/models
-      401 missing_key
-  curl -si {base}/v1/models -H 'Authorization: Bearer kg_thisisnotarealkey'
-      401 malformed_key (checksum; no store lookup)
-  curl -si -X POST {base}/v1/models -H 'Authorization: Bearer {key}'
-      403 insufficient_permissions (POST needs models:write)
-  curl -si {base}/v1/workspaces/team-b/models -H 'Authorization: Bearer {key}'
-      403 workspace_not_allowed (team-a works)
-  curl -s {base}/health -H 'X-Keygate-Org: spoofed'
-      200 auth: none route; the spoofed identity header is gone
-
-Admin API on {admin_base} with the demo admin token (valid for this run):
-  curl -s {admin_base}/v1/keys -H 'Authorization: Bearer {token}'
-  curl -s -X POST {admin_base}/v1/keys -H 'Authorization: Bearer {token}' -d '{{"org":"acme","roles":["editor"]}}'
-  curl -s {admin_base}/metrics
-
+Try, from another terminal (each line's answer beneath it):
+{lines}
 Manage keys while it runs (the gateway sees changes within a second):
   {exe} --config {cfg} keys list
-  {exe} --config {cfg} keys revoke {id}     then the first curl says 401 revoked_key
+  {exe} --config {cfg} keys revoke {id}     then the first curl answers 401 revoked_key
   {exe} --config {cfg} keys create --org acme --role editor
 
 Ctrl-C stops the demo."#,
         db = db.display(),
         id = viewer.id,
     );
+    Ok(Demo {
+        running,
+        tries,
+        text,
+    })
+}
+
+pub async fn run(args: crate::cli::DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let demo = start(&args).await?;
+    println!("{}", demo.text);
     crate::shutdown_signal().await;
-    running.shutdown().await;
+    demo.running.shutdown().await;
     Ok(())
 }
