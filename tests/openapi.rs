@@ -545,6 +545,7 @@ async fn real_answers_fit_the_document() {
         (Method::GET, "/v1/audit", "/v1/audit?limit=3".into(), ops.clone(), None, 200),
         (Method::GET, "/v1/audit", format!("/v1/audit?key={id}"), ops.clone(), None, 200),
         (Method::GET, "/healthz", "/healthz".into(), none.clone(), None, 200),
+        (Method::GET, "/openapi.yaml", "/openapi.yaml".into(), none.clone(), None, 200),
         (Method::GET, "/readyz", "/readyz".into(), none.clone(), None, 200),
         (Method::GET, "/metrics", "/metrics".into(), none.clone(), None, 200),
         (Method::DELETE, "/v1/keys/{id}", k(""), ops.clone(), None, 204),
@@ -633,5 +634,21 @@ async fn recoverable_answers_fit_the_document() {
     for step in steps {
         drive(&doc, &gw, step).await;
     }
+    gw.stop().await;
+}
+
+/// The admin listener serves this very document, without a token (issue 17 item 6).
+#[tokio::test]
+async fn the_document_is_served_at_openapi_yaml() {
+    let gw = TestGateway::start().await;
+    let r = get(&gw.admin_url("/openapi.yaml"), &[]).await;
+    assert_eq!(r.status, 200);
+    assert!(r.headers["content-type"]
+        .to_str()
+        .is_ok_and(|ct| ct.starts_with("application/yaml")));
+    let file =
+        std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.yaml"))
+            .expect("docs/openapi.yaml");
+    assert_eq!(&r.body[..], &file[..]);
     gw.stop().await;
 }

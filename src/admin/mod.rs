@@ -167,6 +167,7 @@ impl Admin {
     async fn public(&self, op: Op) -> Response<Full<Bytes>> {
         match op {
             Op::Healthz => public::healthz(),
+            Op::OpenApi => public::openapi(),
             Op::Readyz => public::readyz(self.store.as_ref(), &self.metrics).await,
             // Only public operations reach here (`Op::is_public`): the rest is `/metrics`.
             _ => public::metrics(&self.metrics, self.cache.as_deref()).await,

@@ -1,5 +1,5 @@
-//! The endpoints that answer without a token (SPEC §5): `/healthz`, `/readyz` and
-//! `/metrics`.
+//! The endpoints that answer without a token (SPEC §5): `/healthz`, `/readyz`,
+//! `/metrics`, and this API's own description, `/openapi.yaml`.
 
 use super::json;
 use crate::cache::KeyCache;
@@ -9,6 +9,19 @@ use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Response, StatusCode};
 use http_body_util::Full;
+
+/// `docs/openapi.yaml`, built into the binary: the document of the API this binary
+/// serves (`tests/openapi.rs` holds the two together).
+pub(super) fn openapi() -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(
+        include_str!("../../docs/openapi.yaml").as_bytes(),
+    )));
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/yaml; charset=utf-8"),
+    );
+    resp
+}
 
 /// The process is up.
 pub(super) fn healthz() -> Response<Full<Bytes>> {

@@ -28,12 +28,13 @@ pub enum Op {
     RestoreOrg,
     KeyUsage,
     ResetUsage,
+    OpenApi,
 }
 
 impl Op {
     /// Health and metrics answer without a token (SPEC §5).
     pub fn is_public(self) -> bool {
-        matches!(self, Op::Healthz | Op::Readyz | Op::Metrics)
+        matches!(self, Op::Healthz | Op::Readyz | Op::Metrics | Op::OpenApi)
     }
 }
 
@@ -63,6 +64,7 @@ pub const ROUTES: &[(&str, &str, Op)] = &[
     ("GET", "/healthz", Op::Healthz),
     ("GET", "/readyz", Op::Readyz),
     ("GET", "/metrics", Op::Metrics),
+    ("GET", "/openapi.yaml", Op::OpenApi),
     ("GET", "/v1/orgs/{org}", Op::GetOrg),
     ("POST", "/v1/orgs/{org}/suspend", Op::SuspendOrg),
     ("POST", "/v1/orgs/{org}/restore", Op::RestoreOrg),

@@ -55,6 +55,6 @@ pub(super) async fn run(
         Op::SuspendOrg => orgs::suspend(svc, token, &p.org).await,
         Op::RestoreOrg => orgs::restore(svc, token, &p.org).await,
         // Answered before any token is asked for (`Admin::public`).
-        Op::Healthz | Op::Readyz | Op::Metrics => Err(AdminError::NoSuchEndpoint),
+        Op::Healthz | Op::Readyz | Op::Metrics | Op::OpenApi => Err(AdminError::NoSuchEndpoint),
     }
 }
