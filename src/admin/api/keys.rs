@@ -136,24 +136,81 @@ pub(super) async fn create(svc: &KeyService, token: &AdminToken, req: Request<In
     Ok(json(StatusCode::CREATED, &with_secret(&key, &secret)))
 }
 
-/// `GET /v1/keys`: the keys the token may see, out of those the filter selects.
+/// Keys per page of `GET /v1/keys` without `limit`, and the most with it.
+const PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+
+/// `GET /v1/keys`: the keys the token may see, out of those the filter selects, oldest
+/// first, a page at a time: `next_cursor` names where the next page starts (`null` on the
+/// last). The cursor is the last key's creation time and id, so a key deleted meanwhile
+/// does not lose the place.
 pub(super) async fn list(svc: &KeyService, token: &AdminToken, req: &Request<Incoming>) -> Answer {
-    let q = query(req, &["org", "workspace", "unused_for"])?;
+    let q = query(
+        req,
+        &[
+            "org",
+            "workspace",
+            "unused_for",
+            "status",
+            "limit",
+            "cursor",
+        ],
+    )?;
     let unused_for = q
         .get("unused_for")
         .map(|d| parse_duration(d).map_err(|e| AdminError::BadQuery(e.to_string())))
+        .transpose()?;
+    let status = q
+        .get("status")
+        .map(|s| match s.as_str() {
+            "active" | "disabled" | "revoked" | "expired" => Ok(s.as_str()),
+            other => Err(AdminError::BadQuery(format!(
+                "`status={other}`: active, disabled, revoked or expired"
+            ))),
+        })
+        .transpose()?;
+    let limit = match q.get("limit") {
+        None => PAGE,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| AdminError::BadQuery(format!("`limit={l}`: 1-{MAX_PAGE}")))?,
+    };
+    let after = q
+        .get("cursor")
+        .map(|c| {
+            c.split_once('.')
+                .and_then(|(t, id)| Some((t.parse::<i64>().ok()?, id.to_owned())))
+                .ok_or_else(|| {
+                    AdminError::BadQuery(format!("`cursor={c}` is not a cursor of this API"))
+                })
+        })
         .transpose()?;
     let filter = KeyFilter {
         org: q.get("org").cloned(),
         workspace: q.get("workspace").cloned(),
     };
+    let now = crate::store::now_ms();
     let keys = svc.list(&filter, unused_for).await?;
-    let keys: Vec<_> = keys
+    let mut page = keys
         .iter()
         .filter(|k| key_in_scope(token, k))
-        .map(key_json)
-        .collect();
-    ok(json!({ "keys": keys }))
+        .filter(|k| status.is_none_or(|s| crate::service::view::status(k, now) == s))
+        .filter(|k| {
+            after
+                .as_ref()
+                .is_none_or(|(t, id)| (k.created_at, k.id.as_str()) > (*t, id.as_str()))
+        })
+        .take(limit + 1)
+        .collect::<Vec<_>>();
+    let more = page.len() > limit;
+    page.truncate(limit);
+    let next_cursor = more
+        .then(|| page.last().map(|k| format!("{}.{}", k.created_at, k.id)))
+        .flatten();
+    let keys: Vec<_> = page.into_iter().map(key_json).collect();
+    ok(json!({ "keys": keys, "next_cursor": next_cursor }))
 }
 
 pub(super) async fn get(svc: &KeyService, token: &AdminToken, id: &str) -> Answer {
