@@ -261,7 +261,13 @@ impl Config {
             value = serde_yaml::Value::Mapping(Default::default());
         }
         substitute_env(&mut value, "", env)?;
-        let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+        // Unknown fields are gathered (the path of each) and reported with every error of
+        // the validation pass, so one typo does not hide the rest; a value of the wrong type
+        // still stops here, naming its field.
+        let mut unknown = Vec::new();
+        let mut note = |path: serde_ignored::Path<'_>| unknown.push(field_path(&path));
+        let de = serde_ignored::Deserializer::new(value, &mut note);
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             ConfigError::Field {
                 path: if path == "." {
@@ -272,12 +278,28 @@ impl Config {
                 message: e.into_inner().to_string(),
             }
         })?;
-        validate(raw, env)
+        validate(raw, env, &unknown)
     }
 
     /// The upstream a route forwards to (`None` for a verify route, which forwards nothing).
     pub fn route_upstream(&self, route: &RouteConfig) -> Option<&UpstreamConfig> {
         route.upstream.map(|i| &self.upstreams[i])
+    }
+}
+
+/// A field's path as every config error names it: `routes[1].auth`, `cache.ttl`.
+fn field_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", field_path(parent)),
+        Path::Map { parent, key } => match field_path(parent) {
+            p if p.is_empty() => key.clone(),
+            p => format!("{p}.{key}"),
+        },
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => field_path(parent),
     }
 }
 

@@ -28,7 +28,6 @@ pub const DEFAULT_CHANGE_POLL: &str = "250ms";
 pub const DEFAULT_QUOTA_BATCH: u64 = 100;
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawConfig {
     /// Proxy listener, `host:port`.
     pub listen: Option<String>,
@@ -70,14 +69,12 @@ pub struct RawConfig {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawTls {
     pub cert: String,
     pub key: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub listen: Option<String>,
     #[serde(default)]
@@ -85,7 +82,6 @@ pub struct RawAdmin {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawAdminToken {
     /// Shown as the actor in audit events.
     pub name: String,
@@ -102,7 +98,6 @@ pub struct RawAdminToken {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawStore {
     /// `embedded` (default) or `redis`.
     pub kind: Option<String>,
@@ -117,7 +112,6 @@ pub struct RawStore {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawCache {
     #[serde(default, deserialize_with = "scalar_or_text")]
     pub max_entries: Option<u64>,
@@ -127,7 +121,6 @@ pub struct RawCache {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawKeys {
     /// Key prefix, `[A-Za-z0-9]+`.
     pub prefix: Option<String>,
@@ -147,14 +140,12 @@ pub struct RawKeys {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawIdentity {
     pub prefix: Option<String>,
     pub sign_secret: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawUpstream {
     /// `http://host:port` or `https://host:port`, balanced round-robin.
     pub targets: Vec<String>,
@@ -169,7 +160,6 @@ pub struct RawUpstream {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawRoute {
     /// Label of the route in metrics and logs (default: its path).
     pub name: Option<String>,
@@ -202,7 +192,6 @@ pub struct RawRoute {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawWorkspace {
     pub header: Option<String>,
     /// 1-based segment of the normalized path.
@@ -210,7 +199,6 @@ pub struct RawWorkspace {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawLimits {
     /// The rate limit of keys with none of their own on routes with none (`100/s`).
     pub default_rate_limit: Option<String>,
@@ -221,7 +209,6 @@ pub struct RawLimits {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawServer {
     /// Runtime worker threads (default: all cores).
     #[serde(default, deserialize_with = "scalar_or_text")]
@@ -236,7 +223,6 @@ pub struct RawServer {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawLog {
     /// `text` (default) or `json`.
     pub format: Option<String>,

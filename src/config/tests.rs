@@ -1,4 +1,4 @@
-//! `Config::from_yaml`: defaults, the two layers (serde refuses unknown fields, then one
+//! `Config::from_yaml`: defaults, the two layers (serde gathers unknown fields, then one
 //! validation pass that gathers every error), and the rules of SPEC §3.
 
 use super::*;
@@ -304,25 +304,45 @@ fn every_error_is_gathered_in_one_invalid() {
 }
 
 #[test]
-fn unknown_fields_are_refused_with_their_path() {
-    let field = |yaml: &str| match parse(yaml) {
-        Err(ConfigError::Field { path, message }) => (path, message),
-        other => panic!("{yaml}: {other:?}"),
-    };
-    let (path, msg) = field("listn: 127.0.0.1:1\n");
-    assert_eq!(path, "listn");
+fn unknown_fields_are_refused_with_their_path_and_every_other_error() {
+    let one = |yaml: &str, field: &str| one_error(yaml, field);
+    let msg = one("listn: 127.0.0.1:1\n", "listn");
     assert!(msg.contains("unknown field `listn`"), "{msg}");
-    let (path, _) = field(&with_routes(&["{ path: /v1, upstream: api, auht: none }"]));
-    assert_eq!(path, "routes[0].auht");
-    let (path, _) = field(&with_routes(&[
+    one(
+        &with_routes(&["{ path: /v1, upstream: api, auht: none }"]),
+        "routes[0].auht",
+    );
+    // The typo, and what it leaves missing: both named.
+    let errs = errors(&with_routes(&[
         "{ path: /v1, upstream: api, workspace: { heder: x-ws } }",
     ]));
-    assert_eq!(path, "routes[0].workspace.heder");
-    let (path, _) = field("upstreams:\n  api: { targets: [\"http://a:1\"], timout: 1s }\n");
-    assert_eq!(path, "upstreams.api.timout");
-    // A wrong type is refused the same way, with its path.
-    let (path, _) = field("cache: { max_entries: many }\n");
-    assert_eq!(path, "cache.max_entries");
+    assert_eq!(
+        errs,
+        [
+            "routes[0].workspace.heder: unknown field `heder`",
+            "routes[0].workspace: needs exactly one of `header` or `path_segment` (1-based)"
+        ]
+    );
+    one(
+        "upstreams:\n  api: { targets: [\"http://a:1\"], timout: 1s }\n",
+        "upstreams.api.timout",
+    );
+    // A typo no longer hides the rest of the file's errors (issue 17 item 5).
+    let errs = errors(
+        &(with_routes(&["{ path: /v1, upstream: gone, auht: none }"])
+            + "listn: 127.0.0.1:1\ncache: { ttl: 0s }\n"),
+    );
+    for field in ["listn", "routes[0].auht", "routes[0].upstream", "cache.ttl"] {
+        assert!(
+            errs.iter().any(|e| e.starts_with(&format!("{field}: "))),
+            "{field}: {errs:?}"
+        );
+    }
+    // A wrong type still stops the parse, with its path.
+    match parse("cache: { max_entries: many }\n") {
+        Err(ConfigError::Field { path, .. }) => assert_eq!(path, "cache.max_entries"),
+        other => panic!("{other:?}"),
+    }
     // Malformed YAML is its own error.
     assert!(matches!(parse("a: [1\n"), Err(ConfigError::Yaml(_))));
 }
@@ -497,11 +517,20 @@ fn methods_are_uppercased_and_checked() {
 
 #[test]
 fn route_fields_are_canonical() {
-    let c = valid(&with_routes(&[
-        "{ path: /a, host: API.Example.COM, upstream: api, permissions: [b, a, b] }",
-    ]));
+    let c = valid(
+        &(with_routes(&[
+            "{ path: /a, host: API.Example.COM, upstream: api, permissions: [b, a, b] }",
+        ])
+        .replace("viewer: [models:read]", "viewer: [models:read], ab: [a, b]")),
+    );
     assert_eq!(c.routes[0].host.as_deref(), Some("api.example.com"));
     assert_eq!(c.routes[0].permissions, vec!["a", "b"]);
+    // A permission no role grants would refuse every key (issue 17 item 5).
+    let msg = one_error(
+        &with_routes(&["{ path: /a, upstream: api, permissions: [models:read, models:wrte] }"]),
+        "routes[0].permissions",
+    );
+    assert!(msg.contains("`models:wrte` is granted by no role"), "{msg}");
     one_error(
         &with_routes(&["{ path: /a, upstream: nope }"]),
         "routes[0].upstream",

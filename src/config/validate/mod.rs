@@ -25,8 +25,13 @@ use std::time::Duration;
 pub(super) fn validate(
     raw: RawConfig,
     env: &dyn Fn(&str) -> Option<String>,
+    unknown: &[String],
 ) -> Result<Config, ConfigError> {
     let mut e = Errors(Vec::new());
+    for path in unknown {
+        let name = path.rsplit('.').next().unwrap_or(path);
+        e.push(path, format!("unknown field `{name}`"));
+    }
     let listen = server::listen(raw.listen.as_deref(), &mut e);
     let tls = server::tls(raw.tls);
     let admin = admin::admin(raw.admin, &mut e);
@@ -39,6 +44,7 @@ pub(super) fn validate(
     let (upstreams, upstream_index) = upstreams::upstreams(raw.upstreams, &mut e);
     let routes = routes::routes(raw.routes, &upstream_index, &upstreams, &mut e);
     let limits = limits::limits(raw.limits, &mut e);
+    routes::check_grantable(&routes, &roles, &mut e);
     let server = server::server(raw.server, &mut e);
     let log = server::log(raw.log, &mut e);
 

@@ -264,3 +264,22 @@ fn path_rewrite(
         ),
     })
 }
+
+/// A route permission that no role grants would refuse every key (403): refused here.
+pub(super) fn check_grantable(
+    routes: &[RouteConfig],
+    roles: &BTreeMap<String, std::collections::BTreeSet<String>>,
+    e: &mut Errors,
+) {
+    for (i, r) in routes.iter().enumerate() {
+        for p in &r.permissions {
+            // A name that is not a permission name is refused as such already.
+            if is_name(p) && !roles.values().any(|perms| perms.contains(p)) {
+                e.push(
+                    format!("routes[{i}].permissions"),
+                    format!("`{p}` is granted by no role, so no key could pass this route; add it to a role in `roles`"),
+                );
+            }
+        }
+    }
+}
