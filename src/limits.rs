@@ -135,6 +135,19 @@ impl Quota {
         }
     }
 
+    /// Whole seconds from `now_ms` until period `index` ends (at least 1), for
+    /// `Retry-After`; `None` for a total quota, which never refills by itself.
+    pub fn refills_in_s(&self, index: i64, now_ms: i64) -> Option<u64> {
+        self.resets_at(index)
+            .map(|at| u64::try_from((at - now_ms).max(1_000) / 1_000).unwrap_or(1))
+    }
+
+    /// When the counters of period `index` may be dropped: a day after it ends (unix ms);
+    /// `None` for a total quota.
+    pub fn keep_until(&self, index: i64) -> Option<i64> {
+        self.resets_at(index).map(|t| t.saturating_add(DAY_MS))
+    }
+
     /// When period `index` ends and the quota refills (unix ms); `None` for a total quota.
     pub fn resets_at(&self, index: i64) -> Option<i64> {
         match self.period {

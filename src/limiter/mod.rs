@@ -263,12 +263,7 @@ impl Limiter {
         if let Some((tag, want)) = ahead {
             match tokio::runtime::Handle::try_current() {
                 Ok(rt) => {
-                    let ask = QuotaAsk {
-                        tag,
-                        want,
-                        limit: quota.limit,
-                        keep_until_ms: quota.resets_at(tag.period).map(|t| t + 86_400_000),
-                    };
+                    let ask = quota_ask(quota, tag, want);
                     rt.spawn(self.clone().lease_quota_ahead(meter.clone(), ask));
                 }
                 Err(_) => lock(&meter.quota).ahead_done(),
@@ -306,12 +301,7 @@ impl Limiter {
             done => return Ok(done),
         };
         self.metrics.meter_calls.inc();
-        let ask = QuotaAsk {
-            tag,
-            want: self.quota_batch.min(quota.limit),
-            limit: quota.limit,
-            keep_until_ms: quota.resets_at(tag.period).map(|t| t + 86_400_000),
-        };
+        let ask = quota_ask(quota, tag, self.quota_batch.min(quota.limit));
         let grant = self
             .store
             .lease_quota(&meter.id, ask)
@@ -322,11 +312,9 @@ impl Limiter {
         Ok(
             match self.check_quota(meter, quota, epoch, now_wall, now_mono) {
                 // Nothing left after a fresh lease of nothing: used up.
-                QuotaVerdict::Lease(_) => QuotaVerdict::Exhausted(
-                    quota
-                        .resets_at(tag.period)
-                        .map(|at| u64::try_from((at - now_wall).max(1_000) / 1_000).unwrap_or(1)),
-                ),
+                QuotaVerdict::Lease(_) => {
+                    QuotaVerdict::Exhausted(quota.refills_in_s(tag.period, now_wall))
+                }
                 v => v,
             },
         )
@@ -383,19 +371,14 @@ impl Limiter {
             self.flush(false).await;
         }
     }
-
-    /// Whether a meter holds anything not yet reported (tests).
-    pub fn unreported(&self, id: &str) -> bool {
-        self.meters
-            .get(id)
-            .is_some_and(|m| lock(&m.quota).has_reports())
-    }
 }
 
-/// The tag a quota of a key is counted under now (for `usage` answers).
-pub fn current_tag(quota: Quota, epoch: u64, now_wall: i64) -> QuotaTag {
-    QuotaTag {
-        epoch,
-        period: quota.period_of(now_wall),
+/// A lease of `want` units of `quota` in `tag`.
+fn quota_ask(quota: Quota, tag: QuotaTag, want: u64) -> QuotaAsk {
+    QuotaAsk {
+        tag,
+        want,
+        limit: quota.limit,
+        keep_until_ms: quota.keep_until(tag.period),
     }
 }

@@ -81,10 +81,7 @@ impl QuotaState {
             return QuotaVerdict::Admit(self.store_remaining.saturating_add(self.tokens));
         }
         if self.exhausted_until.is_some_and(|t| now_mono < t) {
-            let refill = quota
-                .resets_at(self.tag.period)
-                .map(|at| u64::try_from((at - now_wall).max(1_000) / 1_000).unwrap_or(1));
-            return QuotaVerdict::Exhausted(refill);
+            return QuotaVerdict::Exhausted(quota.refills_in_s(self.tag.period, now_wall));
         }
         QuotaVerdict::Lease(self.tag)
     }
@@ -165,6 +162,7 @@ impl QuotaState {
         }
     }
 
+    #[cfg(test)]
     pub fn has_reports(&self) -> bool {
         self.spent > 0 || !self.pending.is_empty()
     }

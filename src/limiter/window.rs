@@ -175,6 +175,11 @@ impl Window {
         RateVerdict::Lease
     }
 
+    /// How long a full fleet window is not asked again: a tenth of it, at most a second.
+    fn pause(&self) -> i64 {
+        (self.window_ms / 10).clamp(1, 1_000)
+    }
+
     /// Takes in what the fleet's window granted at `now`.
     ///
     /// A full window (nothing granted, or the grant took the last of it) is not asked
@@ -182,7 +187,7 @@ impl Window {
     /// is over its limit costs the store at most 10 calls a second per gateway, whatever
     /// the offered load, and refusals are answered here.
     pub fn granted(&mut self, grant: RateGrant, now: i64) {
-        let pause = (self.window_ms / 10).clamp(1, 1_000);
+        let pause = self.pause();
         if grant.granted > 0 {
             self.tokens = grant.granted;
             self.tokens_until = now + grant.window_left_ms;
@@ -225,7 +230,7 @@ impl Window {
             self.tokens += grant.granted;
             self.fleet_remaining = grant.remaining;
             if grant.remaining == 0 {
-                self.blocked_until = now + (self.window_ms / 10).clamp(1, 1_000);
+                self.blocked_until = now + self.pause();
             }
         } else if grant.granted > 0 || self.tokens == 0 {
             self.granted(grant, now);
