@@ -310,6 +310,9 @@ fn key_text(k: &KeyRecord) -> String {
     if let Some(r) = v.rotated_to {
         s.push_str(&format!("\n  rotated to: {r}"));
     }
+    if let Some(t) = v.revoked_at {
+        s.push_str(&format!("\n  revoked: {t}"));
+    }
     s
 }
 
@@ -410,7 +413,7 @@ pub async fn run_with(svc: &KeyService, cmd: Command) -> Result<Output, CliError
                     text,
                 })
             }
-            KeysCommand::Show { id } => one(svc.show(&id).await?),
+            KeysCommand::Show { id } => one(svc.show_now(&id).await?),
             KeysCommand::Limit {
                 id,
                 rate_limit,

@@ -672,3 +672,65 @@ async fn a_use_survives_an_eviction_before_the_flush() {
     );
     gw.stop().await;
 }
+
+/// `keys show` (text and JSON) and `GET /v1/keys/{id}` show an `inherit` key's permissions
+/// as it carries them now, its owner's; the text shows every attribute the JSON does
+/// (issue 17 item 6).
+#[tokio::test]
+async fn show_gives_an_inherit_keys_permissions_now_and_text_says_everything() {
+    let gw = TestGateway::start().await;
+    assert!(
+        gw.cli(&[
+            "users",
+            "set-roles",
+            "--org",
+            "acme",
+            "alice",
+            "--role",
+            "viewer"
+        ])
+        .ok
+    );
+    let (id, _) = gw.create_key(&["--org", "acme", "--owner", "alice", "--inherit"]);
+    let shown = gw.cli(&["keys", "show", &id]);
+    assert_eq!(
+        shown.json["permissions"],
+        serde_json::json!(["models:read"])
+    );
+    assert!(
+        gw.cli(&[
+            "users",
+            "set-roles",
+            "--org",
+            "acme",
+            "alice",
+            "--role",
+            "editor"
+        ])
+        .ok
+    );
+    let shown = gw.cli(&["keys", "show", &id]);
+    assert_eq!(
+        shown.json["permissions"],
+        serde_json::json!(["models:read", "models:write"])
+    );
+    let api = support::admin::ops(&gw, http::Method::GET, &format!("/v1/keys/{id}"), None).await;
+    assert_eq!(api.json()["permissions"], shown.json["permissions"]);
+    assert!(gw.cli(&["keys", "revoke", &id]).ok);
+    let text = cli_text(&gw.config_path, &["keys", "show", &id]);
+    for part in [
+        id.as_str(),
+        "org: acme",
+        "owner: alice",
+        "(inherits owner's)",
+        "permissions: models:read,models:write",
+        "status: revoked",
+        "revoked: ",
+        "created: ",
+        "last used: never",
+        "expires: never",
+    ] {
+        assert!(text.contains(part), "{part}: {text}");
+    }
+    gw.stop().await;
+}

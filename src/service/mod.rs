@@ -401,6 +401,27 @@ impl KeyService {
         Ok((record, secret))
     }
 
+    /// The key as `keys show` and `GET /v1/keys/{id}` show it: an `inherit` key with the
+    /// permissions it carries now (its owner's recorded ones; stored, it has none of its
+    /// own). For display only: rules read the stored record.
+    pub async fn show_now(&self, id: &str) -> Result<KeyRecord, ServiceError> {
+        let key = self.show(id).await?;
+        self.with_permissions_now(key).await
+    }
+
+    /// `key` with an `inherit` key's current permissions filled in (see `show_now`).
+    pub async fn with_permissions_now(
+        &self,
+        mut key: KeyRecord,
+    ) -> Result<KeyRecord, ServiceError> {
+        if let (true, Some(owner)) = (key.inherit, key.owner.as_deref()) {
+            if let Some(u) = self.store.get_user(&key.org, owner).await? {
+                key.permissions = u.permissions;
+            }
+        }
+        Ok(key)
+    }
+
     pub async fn show(&self, id: &str) -> Result<KeyRecord, ServiceError> {
         self.must_get(id).await
     }

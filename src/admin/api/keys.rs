@@ -214,7 +214,8 @@ pub(super) async fn list(svc: &KeyService, token: &AdminToken, req: &Request<Inc
 }
 
 pub(super) async fn get(svc: &KeyService, token: &AdminToken, id: &str) -> Answer {
-    ok(key_json(&scoped_key(svc, token, id).await?))
+    let key = scoped_key(svc, token, id).await?;
+    ok(key_json(&svc.with_permissions_now(key).await?))
 }
 
 /// `PATCH /v1/keys/{id}`: the body's shape is checked before the key is looked up and
