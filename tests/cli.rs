@@ -679,7 +679,7 @@ async fn a_use_survives_an_eviction_before_the_flush() {
 #[tokio::test]
 async fn show_gives_an_inherit_keys_permissions_now_and_text_says_everything() {
     let gw = TestGateway::start().await;
-    assert!(
+    let set_roles = |role: &str| {
         gw.cli(&[
             "users",
             "set-roles",
@@ -687,28 +687,18 @@ async fn show_gives_an_inherit_keys_permissions_now_and_text_says_everything() {
             "acme",
             "alice",
             "--role",
-            "viewer"
+            role,
         ])
         .ok
-    );
+    };
+    assert!(set_roles("viewer"));
     let (id, _) = gw.create_key(&["--org", "acme", "--owner", "alice", "--inherit"]);
     let shown = gw.cli(&["keys", "show", &id]);
     assert_eq!(
         shown.json["permissions"],
         serde_json::json!(["models:read"])
     );
-    assert!(
-        gw.cli(&[
-            "users",
-            "set-roles",
-            "--org",
-            "acme",
-            "alice",
-            "--role",
-            "editor"
-        ])
-        .ok
-    );
+    assert!(set_roles("editor"));
     let shown = gw.cli(&["keys", "show", &id]);
     assert_eq!(
         shown.json["permissions"],

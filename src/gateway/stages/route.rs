@@ -29,16 +29,7 @@ pub fn route<'r, 'u>(
 ) -> Result<Routed<'r, 'u>, GatewayError> {
     let path = normalize_path(uri.path())?;
     let host = request_host(headers, uri)?;
-    let (index, route) = routing
-        .router
-        .find(host.as_ref().and_then(host_name), method, &path)
-        .ok_or(GatewayError::NoRoute)?;
-    Ok(Routed {
-        path,
-        host,
-        index,
-        route,
-    })
+    matched(routing, path, host, method, false)
 }
 
 /// As `route`, for the request a forward-auth check names (`verify.rs`): its URI, method
@@ -50,10 +41,24 @@ pub fn route_original<'r, 'u>(
     method: &Method,
 ) -> Result<Routed<'r, 'u>, GatewayError> {
     let path = normalize_path(uri.path())?;
-    let (index, route) = routing
-        .router
-        .find_target(host.as_ref().and_then(host_name), method, &path)
-        .ok_or(GatewayError::NoRoute)?;
+    matched(routing, path, host, method, true)
+}
+
+/// The route for a normalized path (`targets_only`: never a verify route).
+fn matched<'r, 'u>(
+    routing: &'r Routing,
+    path: Cow<'u, str>,
+    host: Option<HeaderValue>,
+    method: &Method,
+    targets_only: bool,
+) -> Result<Routed<'r, 'u>, GatewayError> {
+    let name = host.as_ref().and_then(host_name);
+    let found = if targets_only {
+        routing.router.find_target(name, method, &path)
+    } else {
+        routing.router.find(name, method, &path)
+    };
+    let (index, route) = found.ok_or(GatewayError::NoRoute)?;
     Ok(Routed {
         path,
         host,
