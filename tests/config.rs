@@ -323,3 +323,84 @@ fn serve_with_an_invalid_config_exits_78_without_serving() {
     assert!(!dir.path().join("keygate.db").exists());
     drop(held);
 }
+
+/// The container image's config (issue 17 item 8): valid once `KEYGATE_UPSTREAM` is set
+/// (the image sets it), both listeners on every interface; the compose fleet's too.
+#[test]
+fn the_container_configs_are_valid_and_listen_on_every_interface() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let env = [("KEYGATE_UPSTREAM", "http://127.0.0.1:9000")];
+    for file in ["config/container.yaml", "docs/compose-keygate.yaml"] {
+        let text = std::fs::read_to_string(root.join(file)).expect(file);
+        assert_valid(&check_config(&text, &env));
+        let o = check_config(&text, &[]);
+        assert_eq!(o.status.code(), Some(1), "{file}");
+        assert!(
+            stderr(&o).contains("KEYGATE_UPSTREAM"),
+            "{file}: {}",
+            stderr(&o)
+        );
+        let lookup = |name: &str| (name == "KEYGATE_UPSTREAM").then(|| env[0].1.to_owned());
+        let c = keygate::config::Config::from_yaml(&text, &lookup).expect(file);
+        assert!(
+            c.listen.ip().is_unspecified() && c.listen.port() == 8080,
+            "{file}"
+        );
+        assert!(
+            c.admin.listen.ip().is_unspecified() && c.admin.listen.port() == 8081,
+            "{file}"
+        );
+    }
+}
+
+/// The Dockerfile copies what the build reads (every `include_str!` of `src/`), exposes
+/// both ports, keeps the key store in a volume and checks `/healthz`. (No image is built
+/// in the test suite: that needs a Docker daemon and the image registry.)
+#[test]
+fn the_dockerfile_copies_what_the_build_reads_and_declares_the_container() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).expect("Dockerfile");
+    let mut included = std::collections::BTreeSet::new();
+    let mut dirs = vec![root.join("src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("src").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            for part in text.split("include_str!(\"").skip(1) {
+                let rel = part.split('"').next().unwrap_or("");
+                let target = path.parent().expect("a dir").join(rel);
+                let target = target.canonicalize().expect("an included file");
+                let top = target
+                    .strip_prefix(root.canonicalize().expect("root"))
+                    .expect("inside the repository")
+                    .components()
+                    .next()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .expect("a top directory");
+                included.insert(top);
+            }
+        }
+    }
+    assert!(
+        included.contains("docs") && included.contains("config"),
+        "{included:?}"
+    );
+    for top in &included {
+        assert!(
+            dockerfile.contains(&format!("COPY {top} ./{top}")),
+            "the build reads {top}/ but the Dockerfile does not copy it"
+        );
+    }
+    for line in [
+        "EXPOSE 8080 8081",
+        "VOLUME [\"/var/lib/keygate\"]",
+        "http://127.0.0.1:8081/healthz",
+        "COPY config/container.yaml /etc/keygate/keygate.yaml",
+    ] {
+        assert!(dockerfile.contains(line), "Dockerfile lacks `{line}`");
+    }
+}
